@@ -1,0 +1,40 @@
+"""Code that runs inside the pool's child processes.
+
+Imported by the parent only for the message types and the child's entry point.
+``runner`` may import ``shared_state``; it never imports ``pool``.
+"""
+
+from ._child import EXIT_BROKEN, EXIT_PARENT_GONE, child_main
+from ._messages import (
+    ActivitySpec,
+    CancelTask,
+    ChildBroken,
+    ChildReady,
+    ChildSpec,
+    RunTask,
+    Stop,
+    TaskDone,
+    WorkerShutdown,
+    dumps,
+    loads,
+)
+
+__all__ = [
+    # exit codes
+    "EXIT_BROKEN",
+    "EXIT_PARENT_GONE",
+    # messages
+    "ActivitySpec",
+    "CancelTask",
+    "ChildBroken",
+    "ChildReady",
+    "ChildSpec",
+    "RunTask",
+    "Stop",
+    "TaskDone",
+    "WorkerShutdown",
+    "dumps",
+    "loads",
+    # entry point
+    "child_main",
+]

@@ -1,0 +1,429 @@
+"""The child process: receive a task, run the activity, send the outcome back.
+
+    parent ──task pipe──▶ main thread: RunTask ─▶ activity fn ─▶ TaskDone ──▶ parent
+    parent ──ctrl pipe──▶ listener thread: CancelTask / WorkerShutdown
+                            └─ sets the local cancel event, then SIGUSR1 to the
+                               main thread, whose handler raises CancelledError
+    activity.heartbeat() ─▶ newest details kept locally ─▶ shipper thread
+                            (converts, throttles) ─▶ SharedStateManager hub ─▶ parent
+
+``activity.heartbeat()`` and ``activity.is_cancelled()`` touch only local memory;
+everything that costs a system call happens on the helper threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import temporalio.activity
+import temporalio.api.common.v1
+import temporalio.api.failure.v1
+import temporalio.converter
+import temporalio.exceptions
+
+from . import _context
+from ._messages import (
+    ActivitySpec,
+    CancelTask,
+    ChildBroken,
+    ChildReady,
+    ChildSpec,
+    RunTask,
+    Stop,
+    TaskDone,
+    WorkerShutdown,
+    dumps,
+    loads,
+)
+
+__all__ = ["EXIT_BROKEN", "EXIT_PARENT_GONE", "child_main"]
+
+logger = logging.getLogger("runner")
+
+# Named exit codes, so the parent can say what happened.
+EXIT_PARENT_GONE = 70  # the control pipe closed: the parent died
+EXIT_BROKEN = 71  # the child could not load what it was sent (see ChildBroken)
+
+_CANCEL_SIGNAL = signal.SIGUSR1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL us when our parent (the fork server or the worker) dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        pass
+
+
+@dataclass(eq=False)
+class _Beats:
+    """Heartbeat state of one running task; a fresh one per task."""
+
+    token: bytes
+    interval: float
+    converter: temporalio.converter.PayloadConverter
+    latest: tuple[Any, ...] | None = None
+    pending: tuple[Any, ...] | None = None
+    scheduled: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+    def convert(self, details: tuple[Any, ...]) -> bytes:
+        payloads = self.converter.to_payloads(details)
+        return temporalio.api.common.v1.Payloads(payloads=payloads).SerializeToString()
+
+
+class _Shipper:
+    """Ships the newest heartbeat details to the parent, at most once per interval."""
+
+    def __init__(self, sender: Any, on_error: Any) -> None:
+        self._sender = sender
+        self._on_error = on_error
+        self._wake = threading.Event()
+        self._current: _Beats | None = None
+        self._thread: threading.Thread | None = None
+
+    def begin(self, beats: _Beats) -> None:
+        self._current = beats
+
+    def wake(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="heartbeat-shipper", daemon=True
+            )
+            self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            beats = self._current
+            if beats is not None:
+                self._ship(beats)
+
+    def _ship(self, beats: _Beats) -> None:
+        while not beats.ended.is_set():
+            details = beats.pending
+            if details is None:
+                # Clear the flag, then look again: a heartbeat() that set pending
+                # before seeing the flag cleared would otherwise be missed.
+                beats.scheduled = False
+                if beats.pending is None:
+                    return
+                beats.scheduled = True
+                continue
+            beats.pending = None
+            try:
+                data = beats.convert(details)
+            except Exception as err:
+                self._on_error(beats, err)
+                return
+            if self._sender is not None:
+                try:
+                    self._sender.send_heartbeat(beats.token, data)
+                except Exception:
+                    # The parent's side notices a dead manager and fails the worker;
+                    # here we only say so and keep the activity running.
+                    logger.exception("Could not ship a heartbeat to the parent")
+            beats.ended.wait(beats.interval)
+
+
+@dataclass(eq=False)
+class _Current:
+    task_id: int
+    cancelled: threading.Event
+    holder: Any
+    raise_enabled: bool
+
+
+class _Child:
+    def __init__(self, spec: ChildSpec, task_conn: Any, ctrl_conn: Any) -> None:
+        self._spec = spec
+        self._task_conn = task_conn
+        self._ctrl_conn = ctrl_conn
+        self._activities: dict[str, ActivitySpec] = {}
+        self._converter = temporalio.converter.DataConverter.default
+        self._shutdown_event = threading.Event()
+        self._raiser = _context.CancelRaiser()
+        self._current: _Current | None = None
+        self._early_cancels: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._main_ident = threading.get_ident()
+        self._shipper = _Shipper(spec.heartbeat_sender, self._heartbeat_failed)
+
+    # -- set-up ---------------------------------------------------------------
+
+    def load(self) -> None:
+        self._activities = loads(self._spec.activities)
+        self._converter = loads(self._spec.converter)
+
+    def install_signals(self) -> None:
+        # A terminal Ctrl-C reaches the whole process group: the parent decides.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(_CANCEL_SIGNAL, self._on_cancel_signal)
+
+    def _on_cancel_signal(self, signum: int, frame: Any) -> None:
+        if self._raiser.take():
+            raise temporalio.exceptions.CancelledError("Cancelled")
+
+    # -- control pipe -----------------------------------------------------------
+
+    def listen(self) -> None:
+        threading.Thread(target=self._listen, name="control-listener", daemon=True).start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                msg = loads(self._ctrl_conn.recv_bytes())
+            except (EOFError, OSError):
+                # The parent is gone (even SIGKILLed): do not outlive it.
+                os._exit(EXIT_PARENT_GONE)
+            if isinstance(msg, CancelTask):
+                self._cancel(msg.task_id, msg.details)
+            elif isinstance(msg, WorkerShutdown):
+                self._shutdown_event.set()
+
+    def _cancel(self, task_id: int, details: Any) -> None:
+        with self._lock:
+            current = self._current
+            if current is None or current.task_id != task_id:
+                # Arrived before the main thread picked the task up.
+                self._early_cancels[task_id] = details
+                return
+        self._deliver_cancel(current, details)
+
+    def _deliver_cancel(self, current: _Current, details: Any) -> None:
+        if current.cancelled.is_set():
+            return
+        if current.holder.details is None:
+            current.holder.details = details
+        current.cancelled.set()
+        if current.raise_enabled and self._raiser.request():
+            signal.pthread_kill(self._main_ident, _CANCEL_SIGNAL)
+
+    def _heartbeat_failed(self, beats: _Beats, err: BaseException) -> None:
+        beats.error = err
+        current = self._current
+        if current is not None:
+            self._deliver_cancel(current, None)
+
+    # -- task loop ----------------------------------------------------------------
+
+    def serve(self) -> None:
+        self._task_conn.send_bytes(dumps(ChildReady(pid=os.getpid())))
+        while True:
+            try:
+                data = self._task_conn.recv_bytes()
+            except (EOFError, OSError):
+                os._exit(EXIT_PARENT_GONE)
+            try:
+                msg = loads(data)
+            except Exception as err:
+                # A task whose arguments cannot be rebuilt here: fail it, live on.
+                # Its id is unreadable too; -1 means "the task this child runs".
+                self._task_conn.send_bytes(
+                    dumps(
+                        TaskDone(
+                            task_id=-1,
+                            outcome="failed",
+                            failure=_failure_bytes(
+                                self._converter,
+                                temporalio.exceptions.ApplicationError(
+                                    "The activity's arguments could not be unpickled in the "
+                                    f"child process: {type(err).__name__}: {err}. Make every "
+                                    "argument type importable from a module (not defined in "
+                                    "a function).",
+                                    type="ArgumentTransferError",
+                                ),
+                            ),
+                        )
+                    )
+                )
+                continue
+            if isinstance(msg, Stop):
+                return
+            assert isinstance(msg, RunTask)
+            done = self.run(msg)
+            try:
+                payload = dumps(done)
+            except Exception as err:
+                payload = dumps(_unpicklable_result(self._converter, done, err))
+            self._task_conn.send_bytes(payload)
+
+    def run(self, task: RunTask) -> TaskDone:
+        spec = self._activities[task.activity_type]
+        info = task.info
+        converter = self._converter.with_context(
+            temporalio.converter.ActivitySerializationContext(
+                namespace=info.namespace,
+                activity_id=info.activity_id,
+                activity_type=info.activity_type,
+                activity_task_queue=info.task_queue,
+                workflow_id=info.workflow_id,
+                workflow_type=info.workflow_type,
+                is_local=info.is_local,
+            )
+        )
+        beats = _Beats(
+            token=info.task_token,
+            interval=task.heartbeat_interval,
+            converter=converter.payload_converter,
+        )
+        raise_enabled = not spec.no_thread_cancel_exception
+        current = _Current(
+            task_id=task.task_id,
+            cancelled=threading.Event(),
+            holder=_context.new_cancellation_holder(),
+            raise_enabled=raise_enabled,
+        )
+        shipper = self._shipper
+
+        def heartbeat(*details: Any) -> None:
+            beats.latest = details
+            beats.pending = details
+            if not beats.scheduled:
+                beats.scheduled = True
+                shipper.wake()
+
+        shipper.begin(beats)
+        with self._lock:
+            self._current = current
+            early = self._early_cancels.pop(task.task_id, None)
+            self._early_cancels = {k: v for k, v in self._early_cancels.items() if k > task.task_id}
+        ctx_token = _context.enter_activity_context(
+            info=info,
+            heartbeat=heartbeat,
+            cancelled_event=current.cancelled,
+            worker_shutdown_event=self._shutdown_event,
+            shield=self._raiser.shielded if raise_enabled else None,
+            payload_converter=converter.payload_converter,
+            cancellation_details=current.holder,
+        )
+        cpu_start = time.process_time()
+        outcome: str
+        value: Any = None
+        failure: bytes | None = None
+        try:
+            try:
+                if raise_enabled:
+                    self._raiser.arm()
+                if early is not None:
+                    self._deliver_cancel(current, early)
+                    if raise_enabled and self._raiser.take():
+                        raise temporalio.exceptions.CancelledError("Cancelled")
+                value = spec.fn(*task.args)
+            finally:
+                self._raiser.disarm()
+            outcome = "completed"
+        except _context.CompleteAsyncError:
+            outcome = "complete_async"
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as err:
+            if isinstance(err, temporalio.exceptions.CancelledError) and current.cancelled.is_set():
+                outcome = "cancelled"
+            else:
+                outcome = "failed"
+                logger.warning(
+                    "Activity %s failed in child %d", task.activity_type, os.getpid(), exc_info=True
+                )
+            failure = _failure_bytes(converter, err)
+        finally:
+            cpu = time.process_time() - cpu_start
+            beats.ended.set()
+            _context.exit_activity_context(ctx_token)
+            with self._lock:
+                self._current = None
+        last_heartbeat: bytes | None = None
+        heartbeat_error = beats.error
+        if beats.latest is not None and heartbeat_error is None:
+            try:
+                last_heartbeat = beats.convert(beats.latest)
+            except Exception as err:
+                heartbeat_error = err
+        error_bytes = None
+        if heartbeat_error is not None:
+            error_bytes = _failure_bytes(
+                converter,
+                temporalio.exceptions.ApplicationError(
+                    "Heartbeat details could not be converted to payloads: "
+                    f"{type(heartbeat_error).__name__}: {heartbeat_error}",
+                    type="HeartbeatConversionError",
+                ),
+            )
+        return TaskDone(
+            task_id=task.task_id,
+            outcome=outcome,  # type: ignore[arg-type]
+            value=value,
+            failure=failure,
+            last_heartbeat=last_heartbeat,
+            heartbeat_error=error_bytes,
+            cpu_seconds=cpu,
+        )
+
+
+def _failure_bytes(converter: temporalio.converter.DataConverter, err: BaseException) -> bytes:
+    failure = temporalio.api.failure.v1.Failure()
+    try:
+        converter.failure_converter.to_failure(err, converter.payload_converter, failure)
+    except Exception as inner:
+        failure.Clear()
+        failure.message = f"Failed building exception result: {inner}"
+        failure.stack_trace = "".join(traceback.format_exception(err))
+        failure.application_failure_info.SetInParent()
+    return failure.SerializeToString()
+
+
+def _unpicklable_result(
+    converter: temporalio.converter.DataConverter, done: TaskDone, err: Exception
+) -> TaskDone:
+    what = "return value" if done.outcome == "completed" else "outcome"
+    return TaskDone(
+        task_id=done.task_id,
+        outcome="failed",
+        failure=_failure_bytes(
+            converter,
+            temporalio.exceptions.ApplicationError(
+                f"The activity's {what} could not be pickled to return it from the child "
+                f"process: {type(err).__name__}: {err}. Return plain data (or a type the "
+                "data converter can serialise).",
+                type="ResultTransferError",
+            ),
+        ),
+        last_heartbeat=done.last_heartbeat,
+        cpu_seconds=done.cpu_seconds,
+    )
+
+
+def child_main(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any) -> None:
+    """Entry point of a child process (the target of ``Process``)."""
+    _die_with_parent()
+    spec: ChildSpec = loads(spec_bytes)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=spec.log_level)
+    child = _Child(spec, task_conn, ctrl_conn)
+    child.install_signals()
+    child.listen()
+    try:
+        child.load()
+    except BaseException as err:
+        reason = "".join(traceback.format_exception_only(err)).strip()
+        try:
+            task_conn.send_bytes(dumps(ChildBroken(pid=os.getpid(), reason=reason)))
+        finally:
+            os._exit(EXIT_BROKEN)
+    child.serve()

@@ -1,0 +1,142 @@
+"""The one place that touches temporalio's private activity context.
+
+``temporalio.activity.info()``, ``heartbeat()``, ``is_cancelled()``,
+``cancellation_details()``, ``shield_thread_cancel_exception()`` and friends all
+read a contextvar holding ``temporalio.activity._Context``. That class is private,
+so every use of it lives here, the supported ``temporalio`` range is pinned in
+pyproject.toml, and ``tests/runner/test_context_shape.py`` fails loudly when a
+release changes the shape we rely on.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import temporalio.activity
+import temporalio.common
+import temporalio.converter
+import temporalio.exceptions
+
+__all__ = [
+    "CONTEXT_FIELDS",
+    "CancelRaiser",
+    "CompleteAsyncError",
+    "context_shape",
+    "enter_activity_context",
+    "exit_activity_context",
+    "new_cancellation_holder",
+]
+
+# The _Context fields we set, in the shape temporalio 1.35 declares them.
+CONTEXT_FIELDS = (
+    "info",
+    "heartbeat",
+    "cancelled_event",
+    "worker_shutdown_event",
+    "shield_thread_cancel_exception",
+    "payload_converter_class_or_instance",
+    "runtime_metric_meter",
+    "client",
+    "cancellation_details",
+)
+
+
+class CancelRaiser:
+    """Decides when ``CancelledError`` may be raised inside the activity's own code.
+
+    The listener thread calls :meth:`request` when a cancel arrives; the signal
+    handler (main thread) calls :meth:`take` to learn whether to raise now; a
+    shielded block defers the raise to its exit, as the stock SDK does for thread
+    activities.
+    """
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending = False
+        self._armed = False
+
+    def arm(self) -> None:
+        self._depth = 0
+        self._pending = False
+        self._armed = True
+
+    def disarm(self) -> None:
+        self._armed = False
+        self._pending = False
+
+    def request(self) -> bool:
+        """A cancel arrived. True when the main thread should be interrupted now."""
+        if not self._armed:
+            return False
+        self._pending = True
+        return self._depth == 0
+
+    def take(self) -> bool:
+        """Called in the main thread: consume a pending cancel if it may land now."""
+        if self._armed and self._pending and self._depth == 0:
+            self._pending = False
+            self._armed = False
+            return True
+        return False
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield None
+        finally:
+            self._depth -= 1
+            if self.take():
+                raise temporalio.exceptions.CancelledError("Cancelled")
+
+
+def enter_activity_context(
+    *,
+    info: temporalio.activity.Info,
+    heartbeat: Callable[..., None],
+    cancelled_event: threading.Event,
+    worker_shutdown_event: threading.Event,
+    shield: Callable[[], AbstractContextManager[None]] | None,
+    payload_converter: temporalio.converter.PayloadConverter,
+    cancellation_details: temporalio.activity._ActivityCancellationDetailsHolder,
+) -> contextvars.Token[Any]:
+    """Set the activity context for the code that runs next in this thread."""
+    context = temporalio.activity._Context(
+        info=lambda: info,
+        heartbeat=heartbeat,
+        cancelled_event=temporalio.common._CompositeEvent(
+            thread_event=cancelled_event, async_event=None
+        ),
+        worker_shutdown_event=temporalio.common._CompositeEvent(
+            thread_event=worker_shutdown_event, async_event=None
+        ),
+        shield_thread_cancel_exception=shield,
+        payload_converter_class_or_instance=payload_converter,
+        # Metrics and the client do not cross into a child process (as in the SDK).
+        runtime_metric_meter=None,
+        client=None,
+        cancellation_details=cancellation_details,
+    )
+    return temporalio.activity._Context.set(context)
+
+
+def exit_activity_context(token: contextvars.Token[Any]) -> None:
+    temporalio.activity._Context.reset(token)
+
+
+def new_cancellation_holder() -> temporalio.activity._ActivityCancellationDetailsHolder:
+    return temporalio.activity._ActivityCancellationDetailsHolder()
+
+
+def context_shape() -> tuple[str, ...]:
+    """The field names of the installed ``_Context``, for the shape test."""
+    return tuple(f.name for f in dataclasses.fields(temporalio.activity._Context))
+
+
+# Raised by ``activity.raise_complete_async()``: the activity completes later by token.
+CompleteAsyncError: type[BaseException] = temporalio.activity._CompleteAsyncError
