@@ -1,0 +1,113 @@
+"""Shared fixtures: one real Temporal dev server per session, a client, a task queue per
+test, and an autouse check that no test leaves a child process behind."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import pytest
+import temporalio.client
+
+from pool._devserver import DevServer
+
+# A test's children get this long to exit after the test returns: enough for a pool to
+# finish SIGTERM -> join, short enough that a real leak fails quickly.
+_LEAK_GRACE_SECONDS = 5.0
+
+# Long-lived helpers that (multi)process starts once and keeps until the interpreter exits.
+# Only the helper itself is ignored, never its children (the fork server's children are
+# the pool's workers).
+_LONG_LIVED_HELPERS = (
+    "from multiprocess.forkserver import main",
+    "from multiprocessing.forkserver import main",
+    "from multiprocess.resource_tracker import main",
+    "from multiprocessing.resource_tracker import main",
+)
+
+# Servers owned by session-scoped fixtures; their current pid is never a leak (a test may
+# restart one, which changes the pid).
+_session_servers: list[DevServer] = []
+
+
+@pytest.fixture(scope="session")
+def dev_server() -> Iterator[DevServer]:
+    server = DevServer()
+    server.start()
+    _session_servers.append(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def client(dev_server: DevServer) -> temporalio.client.Client:
+    return await temporalio.client.Client.connect(dev_server.address)
+
+
+@pytest.fixture
+def task_queue(request: pytest.FixtureRequest) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")[:60]
+    return f"tq-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def _children() -> list[psutil.Process]:
+    return psutil.Process().children(recursive=True)
+
+
+def _describe(proc: psutil.Process) -> str | None:
+    """'pid=.. name=.. cmdline=..' of a live process; None if it is gone, a zombie, or a
+    long-lived (multi)process helper."""
+    try:
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            cmdline = " ".join(proc.cmdline())
+            name = proc.name()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        cmdline, name = "?", "?"
+    if any(helper in cmdline for helper in _LONG_LIVED_HELPERS):
+        return None
+    return f"pid={proc.pid} name={name} cmdline={cmdline!r}"
+
+
+def _leaked(before: set[int]) -> dict[psutil.Process, str]:
+    ignored = before | {s.pid for s in _session_servers if s.pid is not None}
+    found = {}
+    for proc in _children():
+        if proc.pid not in ignored and (described := _describe(proc)) is not None:
+            found[proc] = described
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    before = {p.pid for p in _children()}
+    yield
+    deadline = time.monotonic() + _LEAK_GRACE_SECONDS
+    leaked = _leaked(before)
+    while leaked and (remaining := deadline - time.monotonic()) > 0:
+        # Block on the processes themselves (psutil reaps our direct children) rather
+        # than sleeping blind; re-scan often, as new grandchildren may appear.
+        psutil.wait_procs(list(leaked), timeout=min(0.1, remaining))
+        leaked = _leaked(before)
+    if not leaked:
+        return
+    # Kill what leaked (by pid, all of them descendants of this test) so the leak cannot
+    # slow down or confuse later tests, then fail this one.
+    for proc in leaked:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(list(leaked), timeout=_LEAK_GRACE_SECONDS)
+    pytest.fail(
+        f"{len(leaked)} child process(es) still alive {_LEAK_GRACE_SECONDS:.0f}s after the "
+        "test ended (now killed):\n  " + "\n  ".join(leaked.values()),
+        pytrace=False,
+    )

