@@ -88,8 +88,10 @@ class _Runtime:
             self.hub: OwnerHandle | None = self.server.HeartbeatHub()
             self.factory: OwnerHandle | None = self.server.EventFactory()
         except BaseException as e:
-            self._stop_server()
-            shutil.rmtree(self.directory, ignore_errors=True)
+            try:
+                self._stop_server()
+            finally:
+                shutil.rmtree(self.directory, ignore_errors=True)
             if isinstance(e, Exception):
                 raise SharedStateError(
                     f"could not start the shared state manager server process: "
