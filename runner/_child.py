@@ -101,9 +101,7 @@ class _Shipper:
 
     def wake(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="heartbeat-shipper", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name="heartbeat-shipper", daemon=True)
             self._thread.start()
         self._wake.set()
 
@@ -265,7 +263,8 @@ class _Child:
             self._task_conn.send_bytes(payload)
 
     def run(self, task: RunTask) -> TaskDone:
-        spec = self._activities[task.activity_type]
+        # The parent only sends registered types; "" is the dynamic activity.
+        spec = self._activities.get(task.activity_type) or self._activities[""]
         info = task.info
         converter = self._converter.with_context(
             temporalio.converter.ActivitySerializationContext(

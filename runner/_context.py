@@ -10,6 +10,7 @@ release changes the shape we rely on.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import threading
@@ -104,22 +105,29 @@ def enter_activity_context(
     shield: Callable[[], AbstractContextManager[None]] | None,
     payload_converter: temporalio.converter.PayloadConverter,
     cancellation_details: temporalio.activity._ActivityCancellationDetailsHolder,
+    async_cancelled_event: asyncio.Event | None = None,
+    async_worker_shutdown_event: asyncio.Event | None = None,
+    metric_meter: temporalio.common.MetricMeter | None = None,
+    client: Any = None,
 ) -> contextvars.Token[Any]:
-    """Set the activity context for the code that runs next in this thread."""
+    """Set the activity context for the code that runs next in this thread (or task).
+
+    Children pass only the thread events; async activities in the parent also
+    pass the asyncio events, the metric meter and the client, as the SDK does.
+    """
     context = temporalio.activity._Context(
         info=lambda: info,
         heartbeat=heartbeat,
         cancelled_event=temporalio.common._CompositeEvent(
-            thread_event=cancelled_event, async_event=None
+            thread_event=cancelled_event, async_event=async_cancelled_event
         ),
         worker_shutdown_event=temporalio.common._CompositeEvent(
-            thread_event=worker_shutdown_event, async_event=None
+            thread_event=worker_shutdown_event, async_event=async_worker_shutdown_event
         ),
         shield_thread_cancel_exception=shield,
         payload_converter_class_or_instance=payload_converter,
-        # Metrics and the client do not cross into a child process (as in the SDK).
-        runtime_metric_meter=None,
-        client=None,
+        runtime_metric_meter=metric_meter,
+        client=client,
         cancellation_details=cancellation_details,
     )
     return temporalio.activity._Context.set(context)

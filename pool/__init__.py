@@ -1,0 +1,53 @@
+"""A Temporal worker whose activities run in a supervised multi-process pool.
+
+    Temporal server ◀──gRPC──▶ parent process (one asyncio loop)
+                                 pool.Worker
+                                 ├─ temporalio.worker.Worker  workflows, local activities
+                                 └─ activity side: Poller ─▶ Dispatcher ─▶ ProcessPool
+                                        ▲ heartbeats     │ task pipe / control pipe
+                                        │                ▼
+                                 SharedStateManager ◀── children (runner/): run the activity
+
+``pool.Worker`` is a drop-in for ``temporalio.worker.Worker``: change the import
+and sync activities run in supervised child processes that can crash, be
+cancelled, time out and be recycled without taking the worker down.
+"""
+
+from ._config import PoolConfig
+from ._errors import (
+    ChildBrokenError,
+    ChildProcessDied,
+    CrashLoopError,
+    PoolError,
+    SharedStateLostError,
+    WorkerConfigError,
+)
+from ._supervisor import (
+    ChildKilled,
+    ChildMemoryExceeded,
+    ChildSnapshot,
+    PoolSnapshot,
+    ProcessPool,
+    TaskTransferError,
+)
+from ._worker import Worker
+
+__all__ = [
+    # the worker
+    "Worker",
+    # the process pool and its configuration
+    "ChildSnapshot",
+    "PoolConfig",
+    "PoolSnapshot",
+    "ProcessPool",
+    # errors
+    "ChildBrokenError",
+    "ChildKilled",
+    "ChildMemoryExceeded",
+    "ChildProcessDied",
+    "CrashLoopError",
+    "PoolError",
+    "SharedStateLostError",
+    "TaskTransferError",
+    "WorkerConfigError",
+]

@@ -1,0 +1,118 @@
+"""The pool's own configuration, as one frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Literal
+
+from ._errors import WorkerConfigError
+
+__all__ = ["PoolConfig"]
+
+StartMethod = Literal["forkserver", "spawn"]
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How the child processes are run, watched and replaced.
+
+    Every duration accepts a ``timedelta`` or seconds as a float.
+    """
+
+    processes: int | None = None
+    """Number of child processes; default: the number of CPUs."""
+
+    start_method: StartMethod = "forkserver"
+    """``forkserver`` (default: activity modules are preloaded once, so a
+    replacement child costs milliseconds) or ``spawn``. A plain ``fork`` of a
+    process that holds gRPC state is never used."""
+
+    preload: tuple[str, ...] = ()
+    """Extra modules for the fork server to import once (the activities' own
+    modules are preloaded automatically)."""
+
+    max_tasks_per_child: int | None = None
+    """Replace a child after it ran this many tasks (between tasks, no task fails)."""
+
+    max_memory_per_child: int | None = None
+    """Soft RSS limit in bytes: a child above it is replaced after its current task."""
+
+    hard_memory_per_child: int | None = None
+    """Hard RSS limit in bytes: a child above it is killed at once and its task
+    fails with a retryable ``ChildMemoryExceeded`` error."""
+
+    memory_check_interval: timedelta | float = timedelta(seconds=1)
+    """How often the RSS of every child is read (psutil)."""
+
+    cancel_grace: timedelta | float = timedelta(seconds=5)
+    """After a cancellation (any source) the activity has this long to return
+    before its child is killed and replaced."""
+
+    kill_escalation: timedelta | float = timedelta(milliseconds=250)
+    """SIGTERM first; SIGKILL when the child is still alive after this long."""
+
+    local_timeout_buffer: timedelta | float = timedelta(seconds=5)
+    """Added to start-to-close and heartbeat timeouts before the worker gives up
+    on an attempt locally (sdk-core uses 5 s)."""
+
+    crash_loop_max_deaths: int = 10
+    crash_loop_window: timedelta | float = timedelta(seconds=60)
+    """More than ``crash_loop_max_deaths`` unexpected child deaths within
+    ``crash_loop_window`` is a worker fatal error."""
+
+    start_timeout: timedelta | float = timedelta(seconds=60)
+    """How long a new child may take to report ready."""
+
+    def __post_init__(self) -> None:
+        if self.processes is not None and self.processes < 1:
+            raise WorkerConfigError(
+                f"processes must be at least 1, got {self.processes}: leave it unset to use "
+                "one child per CPU"
+            )
+        if self.start_method not in ("forkserver", "spawn"):
+            raise WorkerConfigError(
+                f"start_method must be 'forkserver' or 'spawn', got {self.start_method!r}: "
+                "plain fork is unsafe once gRPC is running in the parent"
+            )
+        for name in ("max_tasks_per_child", "max_memory_per_child", "hard_memory_per_child"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise WorkerConfigError(f"{name} must be positive or None, got {value}")
+        if (
+            self.max_memory_per_child is not None
+            and self.hard_memory_per_child is not None
+            and self.hard_memory_per_child < self.max_memory_per_child
+        ):
+            raise WorkerConfigError(
+                "hard_memory_per_child must be at least max_memory_per_child "
+                f"({self.hard_memory_per_child} < {self.max_memory_per_child})"
+            )
+        if self.crash_loop_max_deaths < 1:
+            raise WorkerConfigError("crash_loop_max_deaths must be at least 1")
+        for name in (
+            "memory_check_interval",
+            "cancel_grace",
+            "kill_escalation",
+            "local_timeout_buffer",
+            "crash_loop_window",
+            "start_timeout",
+        ):
+            if _seconds(getattr(self, name)) < 0:
+                raise WorkerConfigError(f"{name} must not be negative")
+
+    @property
+    def size(self) -> int:
+        return self.processes or os.cpu_count() or 1
+
+    def seconds(self, name: str) -> float:
+        """A duration option as float seconds."""
+        return _seconds(getattr(self, name))
+
+    def with_processes(self, processes: int | None) -> PoolConfig:
+        return self if processes is None else replace(self, processes=processes)

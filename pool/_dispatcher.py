@@ -1,0 +1,830 @@
+"""The dispatcher: one polled task in, exactly one outcome out.
+
+    poll response ─▶ decode args (codec in the parent) ─▶ route by activity kind
+        sync, process pool  ─▶ ProcessPool.run ─▶ child ─▶ TaskDone / death / kill
+        sync, thread pool   ─▶ executor thread (CancelledError raised in the thread)
+        async               ─▶ a task on this loop
+    ─▶ outcome ─▶ RespondActivityTask{Completed,Failed,Canceled} (or nothing)
+
+Cancellation from every source (heartbeat answers, local deadlines, worker
+shutdown) enters through :meth:`Dispatcher.cancel`; the first reason wins and
+decides how the outcome is reported (activity-protocol.md §2 and §4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import grpc
+import temporalio.activity
+import temporalio.client
+import temporalio.common
+import temporalio.converter
+import temporalio.exceptions
+from google.protobuf import duration_pb2, timestamp_pb2
+from temporalio.api.common.v1 import Payloads
+from temporalio.api.enums.v1 import ActivityTaskFailedCause
+from temporalio.api.failure.v1 import Failure
+from temporalio.api.workflowservice.v1 import (
+    PollActivityTaskQueueResponse,
+    RespondActivityTaskCanceledRequest,
+    RespondActivityTaskCompletedRequest,
+    RespondActivityTaskFailedRequest,
+)
+
+from runner import RunTask, TaskDone, _context
+
+from ._codec import encode_failure_payloads, encode_payloads
+from ._errors import ChildProcessDied
+from ._heartbeats import HeartbeatManager, throttle_interval
+from ._service import ActivityService, describe_rpc_error
+from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
+from ._threads import ThreadCancelRaiser, run_in_thread
+
+__all__ = ["DispatchSettings", "Dispatcher", "cancel_outcome"]
+
+logger = logging.getLogger("pool.dispatcher")
+
+Details = temporalio.activity.ActivityCancellationDetails
+# Core's cause for a failure the activity raised (nothing more specific applies).
+_UNHANDLED = ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_ACTIVITY_WORKER_UNHANDLED_FAILURE
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    task_queue: str
+    default_heartbeat_throttle: timedelta
+    max_heartbeat_throttle: timedelta
+    local_timeout_buffer: float
+    blob_size_limit: int | None
+    disable_payload_error_limit: bool
+
+
+@dataclass(eq=False)
+class _Task:
+    id: int
+    token: bytes
+    activity_type: str
+    received: float
+    kind: str = "unknown"
+    info: temporalio.activity.Info | None = None
+    pid: int | None = None
+    throttle: float = 30.0
+    cancel: Details | None = None
+    cancel_reason: str = ""
+    heartbeat_error: BaseException | None = None
+    last_heartbeat: Payloads | None = None  # newest details, codec not applied
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    give_up_at: float | None = None
+    # in-parent execution
+    thread_cancelled: threading.Event | None = None
+    async_cancelled: asyncio.Event | None = None
+    holder: Any = None
+    thread_raiser: ThreadCancelRaiser | None = None
+    async_task: asyncio.Task[Any] | None = None
+
+
+@dataclass
+class _Outcome:
+    kind: str  # completed | failed | cancelled | none
+    result: Payloads | None = None
+    failure: Failure | None = None
+    cause: int = ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_UNSPECIFIED
+    label: str = ""  # for stats: completed / failed / cancelled / crashed / killed / ...
+
+
+def cancel_outcome(details: Details) -> tuple[str, BaseException | None]:
+    """How an activity that ended by cancellation is reported, by the reason.
+
+    ``("none", None)``: nothing (the server already gave up on the attempt);
+    ``("cancelled", None)``: RespondActivityTaskCanceled;
+    ``("failed", error)``: RespondActivityTaskFailed with ``error``.
+    """
+    if details.not_found or details.timed_out:
+        return "none", None
+    if details.cancel_requested:
+        return "cancelled", None
+    if details.reset:
+        return "failed", temporalio.exceptions.ApplicationError(
+            "Unhandled activity cancel error produced by activity reset", type="ActivityReset"
+        )
+    if details.paused:
+        return "failed", temporalio.exceptions.ApplicationError(
+            "Unhandled activity cancel error produced by activity pause", type="ActivityPause"
+        )
+    if details.worker_shutdown:
+        return "failed", temporalio.exceptions.ApplicationError(
+            "Worker is shutting down and this activity did not complete in time",
+            type="WorkerShutdown",
+            non_retryable=False,
+        )
+    return "failed", temporalio.exceptions.ApplicationError("Activity was cancelled")
+
+
+def _ts(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime().replace(tzinfo=timezone.utc)
+
+
+def _duration(resp: PollActivityTaskQueueResponse, name: str) -> timedelta | None:
+    if not resp.HasField(name):  # type: ignore[arg-type]
+        return None
+    value: duration_pb2.Duration = getattr(resp, name)
+    # Unset timeouts arrive as present zero durations.
+    if value.seconds == 0 and value.nanos == 0:
+        return None
+    return value.ToTimedelta()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        service: ActivityService,
+        settings: DispatchSettings,
+        activities: Mapping[str, temporalio.activity._Definition],
+        dynamic: temporalio.activity._Definition | None,
+        data_converter: temporalio.converter.DataConverter,
+        client: temporalio.client.Client,
+        pool: ProcessPool | None,
+        thread_executor: concurrent.futures.ThreadPoolExecutor | None,
+        shared_state: Any,
+        release_slot: Callable[[], None],
+        metric_meter: temporalio.common.MetricMeter | None,
+    ) -> None:
+        self._service = service
+        self._settings = settings
+        self._activities = dict(activities)
+        self._dynamic = dynamic
+        self._dc = data_converter
+        self.client = client
+        self._pool = pool
+        self._threads = thread_executor
+        self._shared_state = shared_state
+        self._release_slot = release_slot
+        self._metric_meter = metric_meter
+        self._ids = itertools.count(1)
+        self._tasks: dict[bytes, _Task] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._encoding: set[asyncio.Task[None]] = set()
+        self._shutdown_thread_event = threading.Event()
+        self._shutdown_async_event = asyncio.Event()
+        self._shutdown_cancelling = False
+        self.heartbeats = HeartbeatManager(
+            service, on_cancel=self._on_heartbeat_cancel, on_sent=self._on_heartbeat_sent
+        )
+        self.stats: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.run_seconds: list[tuple[str, float]] = []
+        self.schedule_to_start: list[tuple[str, float]] = []
+
+    # -- read-only state ----------------------------------------------------------------
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._running)
+
+    def running(self) -> list[tuple[str, int | None]]:
+        """(activity type, child pid or None) for every task in flight."""
+        return [(t.activity_type, t.pid) for t in self._tasks.values()]
+
+    def __repr__(self) -> str:
+        kinds = collections.Counter(t.kind for t in self._tasks.values())
+        inner = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+        return f"<Dispatcher [Tasks: {len(self._tasks)} running ({inner})]>"
+
+    # -- entry points -------------------------------------------------------------------
+
+    def start(self, resp: PollActivityTaskQueueResponse, reserved_child: bool) -> None:
+        """Take ownership of a polled task (and of its slot and child reservation)."""
+        handle = asyncio.create_task(self._handle(resp, reserved_child), name="activity-task")
+        self._running.add(handle)
+        handle.add_done_callback(self._task_finished)
+
+    def _task_finished(self, handle: asyncio.Task[None]) -> None:
+        self._running.discard(handle)
+        if not handle.cancelled() and handle.exception() is not None:
+            logger.error("Activity task handler failed", exc_info=handle.exception())
+        if not self._running:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted task has been reported. False on timeout."""
+        if not self._running:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def begin_shutdown(self) -> None:
+        """``activity.is_worker_shutdown()`` turns true everywhere."""
+        self._shutdown_thread_event.set()
+        self._shutdown_async_event.set()
+        if self._pool is not None:
+            self._pool.broadcast_shutdown()
+
+    def cancel_all_for_shutdown(self) -> None:
+        """The graceful period is over: cancel everything still running, and every
+        task that arrives from now on."""
+        self._shutdown_cancelling = True
+        for token in list(self._tasks):
+            self.cancel(token, Details(worker_shutdown=True), "the worker is shutting down")
+
+    def cancel(self, token: bytes, details: Details, reason: str) -> None:
+        """Cancel one running activity. Only the first cancellation counts."""
+        task = self._tasks.get(token)
+        if task is None or task.cancel is not None:
+            return
+        task.cancel = details
+        task.cancel_reason = reason
+        logger.debug("Cancelling %s (%s)", task.activity_type, reason)
+        self._deliver_cancel(task)
+
+    def _deliver_cancel(self, task: _Task) -> None:
+        details = task.cancel
+        if details is None:
+            return
+        if task.holder is not None and task.holder.details is None:
+            task.holder.details = details
+        if task.kind == "process" and task.pid is not None and self._pool is not None:
+            self._pool.cancel(task.pid, task.id, details, task.cancel_reason)
+        elif task.kind == "thread":
+            if task.thread_cancelled is not None:
+                task.thread_cancelled.set()
+            if task.thread_raiser is not None:
+                task.thread_raiser.request()
+        elif task.kind == "async":
+            if task.thread_cancelled is not None:
+                task.thread_cancelled.set()
+            if task.async_cancelled is not None:
+                task.async_cancelled.set()
+            if task.async_task is not None:
+                task.async_task.cancel()
+
+    # -- heartbeat plumbing ------------------------------------------------------------
+
+    def _on_heartbeat_cancel(self, token: bytes, details: Details) -> None:
+        reason = (
+            "the attempt is gone on the server (NOT_FOUND)"
+            if details.not_found
+            else ("the server asked for cancellation")
+        )
+        self.cancel(token, details, reason)
+
+    def _on_heartbeat_sent(self, token: bytes) -> None:
+        task = self._tasks.get(token)
+        if task is not None and task.info is not None and task.info.heartbeat_timeout:
+            self._arm_timer(
+                task, "heartbeat", task.info.heartbeat_timeout.total_seconds(), "heartbeat timeout"
+            )
+
+    def child_heartbeat(self, token: bytes, data: bytes) -> None:
+        """Details a child shipped through the shared state manager (already payloads)."""
+        task = self._tasks.get(token)
+        if task is None:
+            return
+        payloads = Payloads.FromString(data)
+        task.last_heartbeat = payloads
+        self._record_heartbeat(task, payloads)
+
+    def parent_heartbeat(self, task: _Task, details: tuple[Any, ...]) -> None:
+        """``activity.heartbeat()`` from an async or thread activity in this process."""
+        if self._tasks.get(task.token) is not task:
+            return
+        try:
+            payloads = Payloads(payloads=self._dc.payload_converter.to_payloads(details))
+        except Exception as err:
+            task.heartbeat_error = err
+            self.cancel(task.token, Details(), "its heartbeat details could not be converted")
+            return
+        task.last_heartbeat = payloads
+        self._record_heartbeat(task, payloads)
+
+    def _record_heartbeat(self, task: _Task, payloads: Payloads) -> None:
+        if self._dc.payload_codec is None:
+            self.heartbeats.record(task.token, payloads, task.throttle)
+            return
+
+        async def encode_then_record() -> None:
+            encoded = Payloads()
+            encoded.CopyFrom(payloads)
+            await encode_payloads(self._dc, encoded)
+            if task.token in self._tasks:
+                self.heartbeats.record(task.token, encoded, task.throttle)
+
+        pending = asyncio.create_task(encode_then_record())
+        self._encoding.add(pending)
+        pending.add_done_callback(self._encoding.discard)
+
+    # -- local deadlines ---------------------------------------------------------------
+
+    def _arm_timer(self, task: _Task, name: str, seconds: float, what: str) -> None:
+        old = task.timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        delay = seconds + self._settings.local_timeout_buffer
+        loop = asyncio.get_running_loop()
+        task.timers[name] = loop.call_later(
+            delay,
+            self.cancel,
+            task.token,
+            Details(not_found=True, timed_out=True),
+            f"its {what} ({seconds:g} s + {self._settings.local_timeout_buffer:g} s buffer) passed",
+        )
+
+    # -- one task ----------------------------------------------------------------------
+
+    async def _handle(self, resp: PollActivityTaskQueueResponse, reserved_child: bool) -> None:
+        task = _Task(
+            id=next(self._ids),
+            token=resp.task_token,
+            activity_type=resp.activity_type.name,
+            received=time.monotonic(),
+        )
+        self._tasks[task.token] = task
+        s2c = _duration(resp, "start_to_close_timeout")
+        sched = _duration(resp, "schedule_to_close_timeout")
+        limit = s2c or sched
+        if limit is not None:
+            task.give_up_at = task.received + limit.total_seconds()
+        try:
+            try:
+                outcome = await self._execute(task, resp, reserved_child)
+            except Exception as err:  # our own bug: still report the task
+                logger.exception("Internal error running %s", task.activity_type)
+                outcome = await self._failed(
+                    task,
+                    temporalio.exceptions.ApplicationError(
+                        f"Internal worker error: {type(err).__name__}: {err}",
+                        type="PoolInternalError",
+                    ),
+                )
+            await self._report(task, outcome)
+        finally:
+            for timer in task.timers.values():
+                timer.cancel()
+            self._tasks.pop(task.token, None)
+            self._release_slot()
+
+    async def _execute(
+        self, task: _Task, resp: PollActivityTaskQueueResponse, reserved_child: bool
+    ) -> _Outcome:
+        defn = self._activities.get(task.activity_type, self._dynamic)
+        kind = "unknown"
+        if defn is not None:
+            if defn.is_async:
+                kind = "async"
+            elif self._threads is not None:
+                kind = "thread"
+            else:
+                kind = "process"
+        if reserved_child and kind != "process":
+            assert self._pool is not None
+            self._pool.unreserve()
+            reserved_child = False
+        task.kind = kind
+        try:
+            if defn is None:
+                names = ", ".join(sorted(self._activities)) or "(none)"
+                where = resp.workflow_execution.workflow_id
+                return await self._failed(
+                    task,
+                    temporalio.exceptions.ApplicationError(
+                        f"Activity function {task.activity_type} for workflow {where} is not "
+                        f"registered on this worker, available activities: {names}",
+                        type="NotFoundError",
+                    ),
+                )
+            dc = self._dc.with_context(
+                temporalio.converter.ActivitySerializationContext(
+                    namespace=resp.workflow_namespace or self._service.namespace,
+                    activity_id=resp.activity_id,
+                    activity_type=task.activity_type,
+                    activity_task_queue=self._settings.task_queue,
+                    workflow_id=resp.workflow_execution.workflow_id or None,
+                    workflow_type=resp.workflow_type.name or None,
+                    is_local=False,
+                )
+            )
+            arg_types = defn.arg_types
+            if not defn.name:
+                arg_types = [temporalio.common.RawValue] * len(resp.input.payloads)
+            elif arg_types is not None and len(arg_types) != len(resp.input.payloads):
+                arg_types = None
+            try:
+                args = (
+                    await dc.decode(resp.input.payloads, type_hints=arg_types)
+                    if resp.input.payloads
+                    else []
+                )
+            except Exception as err:
+                error = temporalio.exceptions.ApplicationError(
+                    f"Failed decoding arguments: {type(err).__name__}: {err}"
+                )
+                error.__cause__ = err
+                return await self._failed(task, error, dc)
+            if not defn.name:
+                args = [args]
+            try:
+                heartbeat_details = (
+                    await dc.decode(resp.heartbeat_details.payloads)
+                    if resp.heartbeat_details.payloads
+                    else []
+                )
+            except Exception as err:
+                error = temporalio.exceptions.ApplicationError(
+                    f"Failed decoding heartbeat details: {type(err).__name__}: {err}",
+                    non_retryable=True,
+                )
+                error.__cause__ = err
+                return await self._failed(task, error, dc)
+            info = self._build_info(resp, task.token, heartbeat_details)
+            task.info = info
+            self.schedule_to_start.append(
+                (
+                    task.activity_type,
+                    (info.started_time - info.current_attempt_scheduled_time).total_seconds(),
+                )
+            )
+            task.throttle = throttle_interval(
+                info.heartbeat_timeout,
+                self._settings.default_heartbeat_throttle,
+                self._settings.max_heartbeat_throttle,
+            )
+            if info.start_to_close_timeout:
+                self._arm_timer(
+                    task,
+                    "start_to_close",
+                    info.start_to_close_timeout.total_seconds(),
+                    "start-to-close timeout",
+                )
+            if info.heartbeat_timeout:
+                self._arm_timer(
+                    task, "heartbeat", info.heartbeat_timeout.total_seconds(), "heartbeat timeout"
+                )
+            if self._shutdown_cancelling and task.cancel is None:
+                task.cancel = Details(worker_shutdown=True)
+                task.cancel_reason = "the worker is shutting down"
+            started = time.monotonic()
+            try:
+                if kind == "process":
+                    reserved_child = False  # run() consumes it
+                    return await self._run_in_child(task, info, args, dc)
+                return await self._run_in_parent(task, defn, info, args, dc)
+            finally:
+                self.run_seconds.append((task.activity_type, time.monotonic() - started))
+        finally:
+            if reserved_child:
+                assert self._pool is not None
+                self._pool.unreserve()
+
+    def _build_info(
+        self, resp: PollActivityTaskQueueResponse, token: bytes, heartbeat_details: list[Any]
+    ) -> temporalio.activity.Info:
+        by_workflow = bool(resp.workflow_execution.workflow_id)
+        return temporalio.activity.Info(
+            activity_id=resp.activity_id,
+            activity_type=resp.activity_type.name,
+            attempt=resp.attempt,
+            current_attempt_scheduled_time=_ts(resp.current_attempt_scheduled_time),
+            heartbeat_details=heartbeat_details,
+            heartbeat_timeout=_duration(resp, "heartbeat_timeout"),
+            is_local=False,
+            namespace=resp.workflow_namespace or self._service.namespace,
+            schedule_to_close_timeout=_duration(resp, "schedule_to_close_timeout"),
+            scheduled_time=_ts(resp.scheduled_time),
+            start_to_close_timeout=_duration(resp, "start_to_close_timeout"),
+            started_time=_ts(resp.started_time),
+            task_queue=self._settings.task_queue,
+            task_token=token,
+            workflow_id=resp.workflow_execution.workflow_id or None,
+            workflow_namespace=resp.workflow_namespace or None,
+            workflow_run_id=resp.workflow_execution.run_id or None,
+            workflow_type=resp.workflow_type.name or None,
+            priority=temporalio.common.Priority._from_proto(resp.priority),
+            retry_policy=temporalio.common.RetryPolicy.from_proto(resp.retry_policy)
+            if resp.HasField("retry_policy")
+            else None,
+            activity_run_id=None if by_workflow else (resp.activity_run_id or None),
+        )
+
+    async def _run_in_child(
+        self,
+        task: _Task,
+        info: temporalio.activity.Info,
+        args: list[Any],
+        dc: temporalio.converter.DataConverter,
+    ) -> _Outcome:
+        assert self._pool is not None and self._shared_state is not None
+        loop = asyncio.get_running_loop()
+        token = task.token
+
+        def on_heartbeat(*details: Any) -> None:  # called on the drainer thread
+            if details and isinstance(details[0], bytes):
+                loop.call_soon_threadsafe(self.child_heartbeat, token, details[0])
+
+        await self._shared_state.register_heartbeater(token, on_heartbeat)
+        try:
+            run = RunTask(
+                task_id=task.id,
+                activity_type=task.activity_type,
+                args=tuple(args),
+                info=info,
+                heartbeat_interval=task.throttle,
+            )
+            try:
+                pid, future = await self._pool.run(run)
+            except TaskTransferError as err:
+                return await self._failed(
+                    task,
+                    temporalio.exceptions.ApplicationError(str(err), type="ArgumentTransferError"),
+                    dc,
+                )
+            task.pid = pid
+            if task.cancel is not None:
+                self._deliver_cancel(task)
+            try:
+                done = await future
+            except ChildMemoryExceeded as err:
+                return await self._failed(
+                    task,
+                    temporalio.exceptions.ApplicationError(str(err), type="ChildMemoryExceeded"),
+                    dc,
+                    label="killed",
+                )
+            except ChildKilled as err:
+                if task.cancel is not None:
+                    return await self._cancelled(task, None, dc, label="killed")
+                return await self._failed(
+                    task,
+                    temporalio.exceptions.ApplicationError(str(err), type="ChildKilled"),
+                    dc,
+                    label="killed",
+                )
+            except ChildProcessDied as err:
+                if task.cancel is not None and (task.cancel.not_found or task.cancel.timed_out):
+                    return _Outcome("none", label="crashed")
+                return await self._failed(
+                    task,
+                    temporalio.exceptions.ApplicationError(str(err), type="ChildProcessDied"),
+                    dc,
+                    label="crashed",
+                )
+        finally:
+            await self._shared_state.unregister_heartbeater(token)
+        return await self._from_child(task, done, dc)
+
+    async def _from_child(
+        self, task: _Task, done: TaskDone, dc: temporalio.converter.DataConverter
+    ) -> _Outcome:
+        if done.last_heartbeat is not None:
+            task.last_heartbeat = Payloads.FromString(done.last_heartbeat)
+        if done.heartbeat_error is not None:
+            return await self._failed_proto(task, Failure.FromString(done.heartbeat_error), dc)
+        if done.outcome == "completed":
+            return await self._completed(task, done.value, dc)
+        if done.outcome == "complete_async":
+            return _Outcome("none", label="complete_async")
+        failure = Failure.FromString(done.failure or b"")
+        if done.outcome == "cancelled" and task.cancel is not None:
+            return await self._cancelled(task, failure, dc)
+        return await self._failed_proto(task, failure, dc)
+
+    async def _run_in_parent(
+        self,
+        task: _Task,
+        defn: temporalio.activity._Definition,
+        info: temporalio.activity.Info,
+        args: list[Any],
+        dc: temporalio.converter.DataConverter,
+    ) -> _Outcome:
+        loop = asyncio.get_running_loop()
+        task.thread_cancelled = threading.Event()
+        task.holder = _context.new_cancellation_holder()
+        if task.cancel is not None:
+            task.holder.details = task.cancel
+            task.thread_cancelled.set()
+        context_kwargs: dict[str, Any] = {
+            "info": info,
+            "cancelled_event": task.thread_cancelled,
+            "worker_shutdown_event": self._shutdown_thread_event,
+            "payload_converter": dc.payload_converter,
+            "cancellation_details": task.holder,
+        }
+        try:
+            if task.kind == "thread":
+                assert self._threads is not None
+                if not defn.no_thread_cancel_exception:
+                    task.thread_raiser = ThreadCancelRaiser()
+                    if task.cancel is not None:
+                        task.thread_raiser.request()
+
+                def heartbeat(*details: Any) -> None:
+                    loop.call_soon_threadsafe(self.parent_heartbeat, task, details)
+
+                context_kwargs.update(
+                    heartbeat=heartbeat,
+                    shield=task.thread_raiser.shielded if task.thread_raiser else None,
+                    metric_meter=self._metric_meter,
+                )
+                value = await loop.run_in_executor(
+                    self._threads,
+                    run_in_thread,
+                    context_kwargs,
+                    task.thread_raiser,
+                    defn.fn,
+                    tuple(args),
+                )
+            else:
+                task.async_cancelled = asyncio.Event()
+                if task.cancel is not None:
+                    task.async_cancelled.set()
+                context_kwargs.update(
+                    heartbeat=lambda *details: self.parent_heartbeat(task, details),
+                    shield=None,
+                    async_cancelled_event=task.async_cancelled,
+                    async_worker_shutdown_event=self._shutdown_async_event,
+                    metric_meter=self._metric_meter,
+                    client=self.client,
+                )
+
+                async def run_async() -> Any:
+                    _context.enter_activity_context(**context_kwargs)
+                    return await defn.fn(*args)
+
+                task.async_task = asyncio.create_task(
+                    run_async(), name=f"activity:{task.activity_type}"
+                )
+                if task.cancel is not None:
+                    task.async_task.cancel()
+                try:
+                    value = await asyncio.shield(task.async_task)
+                except asyncio.CancelledError:
+                    if not task.async_task.cancelled():
+                        raise  # we ourselves were cancelled
+                    raise temporalio.exceptions.CancelledError("Cancelled") from None
+        except _context.CompleteAsyncError:
+            return _Outcome("none", label="complete_async")
+        except BaseException as err:
+            if task.heartbeat_error is not None:
+                error = temporalio.exceptions.ApplicationError(
+                    "Heartbeat details could not be converted to payloads: "
+                    f"{type(task.heartbeat_error).__name__}: {task.heartbeat_error}",
+                    type="HeartbeatConversionError",
+                )
+                return await self._failed(task, error, dc)
+            if task.cancel is not None and isinstance(
+                err, (temporalio.exceptions.CancelledError, asyncio.CancelledError)
+            ):
+                return await self._cancelled(task, None, dc)
+            if not isinstance(err, Exception):
+                raise
+            logger.warning("Activity %s failed", task.activity_type, exc_info=True)
+            return await self._failed(task, err, dc)
+        return await self._completed(task, value, dc)
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    async def _completed(
+        self, task: _Task, value: Any, dc: temporalio.converter.DataConverter
+    ) -> _Outcome:
+        try:
+            result = Payloads(payloads=await dc.encode([value]))
+        except Exception as err:
+            error = temporalio.exceptions.ApplicationError(
+                f"The activity's return value could not be converted to a payload: "
+                f"{type(err).__name__}: {err}",
+                type="ResultConversionError",
+            )
+            error.__cause__ = err
+            return await self._failed(task, error, dc)
+        limit = self._settings.blob_size_limit
+        size = result.ByteSize()
+        if limit and not self._settings.disable_payload_error_limit and size > limit:
+            outcome = await self._failed(
+                task,
+                temporalio.exceptions.ApplicationError(
+                    f"The activity's result is {size} bytes, over the server's blob size limit "
+                    f"of {limit} bytes. Return a smaller result (or store the data elsewhere and "
+                    "return a reference).",
+                    type="PayloadTooLarge",
+                ),
+                dc,
+            )
+            outcome.cause = ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_PAYLOADS_TOO_LARGE
+            return outcome
+        return _Outcome("completed", result=result, label="completed")
+
+    async def _failed(
+        self,
+        task: _Task,
+        error: BaseException,
+        dc: temporalio.converter.DataConverter | None = None,
+        label: str = "failed",
+    ) -> _Outcome:
+        failure = Failure()
+        try:
+            await (dc or self._dc).encode_failure(error, failure)
+        except Exception as inner:
+            failure.Clear()
+            failure.message = f"Failed building exception result: {inner}"
+            failure.application_failure_info.SetInParent()
+        return _Outcome("failed", failure=failure, label=label)
+
+    async def _failed_proto(
+        self, task: _Task, failure: Failure, dc: temporalio.converter.DataConverter
+    ) -> _Outcome:
+        await encode_failure_payloads(dc, failure)
+        return _Outcome("failed", failure=failure, label="failed")
+
+    async def _cancelled(
+        self,
+        task: _Task,
+        failure: Failure | None,
+        dc: temporalio.converter.DataConverter,
+        label: str = "cancelled",
+    ) -> _Outcome:
+        assert task.cancel is not None
+        kind, error = cancel_outcome(task.cancel)
+        if kind == "none":
+            return _Outcome("none", label="timed_out" if task.cancel.timed_out else "not_found")
+        if kind == "failed":
+            assert error is not None
+            return await self._failed(task, error, dc, label=label)
+        if failure is None or not failure.HasField("canceled_failure_info"):
+            failure = Failure()
+            await dc.encode_failure(temporalio.exceptions.CancelledError("Cancelled"), failure)
+        else:
+            await encode_failure_payloads(dc, failure)
+        return _Outcome("cancelled", failure=failure, label=label)
+
+    async def _report(self, task: _Task, outcome: _Outcome) -> None:
+        self.stats[(task.activity_type, outcome.label or outcome.kind)] += 1
+        last = task.last_heartbeat
+        encoded_last: Payloads | None = None
+        if last is not None and outcome.kind in ("failed", "cancelled"):
+            encoded_last = Payloads()
+            encoded_last.CopyFrom(last)
+            await encode_payloads(self._dc, encoded_last)
+        # Evict the heartbeat state: flush the newest details only for a normal
+        # cancellation (Canceled cannot carry them); completion drops them.
+        await self.heartbeats.evict(
+            task.token, flush=encoded_last if outcome.kind == "cancelled" else None
+        )
+        if outcome.kind == "none":
+            return
+        service = self._service
+        if outcome.kind == "completed":
+            name = "RespondActivityTaskCompleted"
+            request: Any = RespondActivityTaskCompletedRequest(
+                namespace=service.namespace,
+                task_token=task.token,
+                identity=service.identity,
+                result=outcome.result,
+            )
+        elif outcome.kind == "cancelled":
+            name = "RespondActivityTaskCanceled"
+            assert outcome.failure is not None
+            request = RespondActivityTaskCanceledRequest(
+                namespace=service.namespace,
+                task_token=task.token,
+                identity=service.identity,
+                details=outcome.failure.canceled_failure_info.details,
+            )
+        else:
+            name = "RespondActivityTaskFailed"
+            request = RespondActivityTaskFailedRequest(
+                namespace=service.namespace,
+                task_token=task.token,
+                identity=service.identity,
+                failure=outcome.failure,
+                cause=outcome.cause or _UNHANDLED,
+            )
+            if encoded_last is not None:
+                request.last_heartbeat_details.CopyFrom(encoded_last)
+        try:
+            response = await service.call(name, request, give_up_at=task.give_up_at)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                logger.debug("%s for %s: already resolved or timed out", name, task.activity_type)
+                return
+            logger.error("%s for %s failed: %s", name, task.activity_type, describe_rpc_error(err))
+            return
+        if name == "RespondActivityTaskFailed" and response.failures:
+            logger.warning("The server rejected parts of a failure report: %s", response.failures)

@@ -1,0 +1,210 @@
+"""The poller: ``PollActivityTaskQueue`` only while a task could start at once.
+
+Each poll loop first takes a concurrency slot, waits for the local rate limit
+(``max_activities_per_second``), and, when sync activities run in the process
+pool, reserves an idle child. Only then does it poll, so a task never waits
+after it was accepted while its start-to-close clock runs (sdk-python #1168).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf.wrappers_pb2 import DoubleValue
+from temporalio.api.common.v1 import WorkerVersionCapabilities
+from temporalio.api.enums.v1 import TaskQueueKind
+from temporalio.api.taskqueue.v1 import TaskQueue, TaskQueueMetadata
+from temporalio.api.workflowservice.v1 import (
+    PollActivityTaskQueueRequest,
+    PollActivityTaskQueueResponse,
+)
+
+from ._errors import PoolError
+from ._service import POLL_DEADLINE, ActivityService, poll_with_retry
+from ._supervisor import ProcessPool
+
+__all__ = ["PollSettings", "Poller", "RateLimiter", "Slots"]
+
+logger = logging.getLogger("pool.poller")
+
+
+class Slots:
+    """Counts activity slots; ``acquire`` waits for a free one."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def __repr__(self) -> str:
+        return f"<Slots [{self.used} used, {self.size - self.used} free]>"
+
+    async def acquire(self) -> None:
+        while self.used >= self.size:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+
+class RateLimiter:
+    """At most ``per_second`` task starts per second, spaced evenly."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        at = max(now, self._next)
+        self._next = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    task_queue: str
+    pollers: int
+    max_task_queue_activities_per_second: float | None
+    build_id: str | None
+    use_worker_versioning: bool
+    worker_instance_key: str = ""
+
+
+class Poller:
+    def __init__(
+        self,
+        *,
+        service: ActivityService,
+        settings: PollSettings,
+        slots: Slots,
+        limiter: RateLimiter | None,
+        pool: ProcessPool | None,
+        dispatch: Callable[[PollActivityTaskQueueResponse, bool], None],
+    ) -> None:
+        self._service = service
+        self._settings = settings
+        self.worker_instance_key = settings.worker_instance_key or str(uuid.uuid4())
+        self._slots = slots
+        self._limiter = limiter
+        self._pool = pool
+        self._dispatch = dispatch
+        self._stopping = False
+        self._calls: set[object] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self.polls = 0
+        self.empty_polls = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Poller [{len(self._calls)} polls in flight | polls: {self.polls}, "
+            f"empty: {self.empty_polls}{', stopping' if self._stopping else ''}]>"
+        )
+
+    def _request(self) -> PollActivityTaskQueueRequest:
+        s = self._settings
+        request = PollActivityTaskQueueRequest(
+            namespace=self._service.namespace,
+            task_queue=TaskQueue(name=s.task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+            identity=self._service.identity,
+            worker_instance_key=self.worker_instance_key,
+        )
+        if s.max_task_queue_activities_per_second is not None:
+            request.task_queue_metadata.CopyFrom(
+                TaskQueueMetadata(
+                    max_tasks_per_second=DoubleValue(value=s.max_task_queue_activities_per_second)
+                )
+            )
+        if s.build_id:
+            request.worker_version_capabilities.CopyFrom(
+                WorkerVersionCapabilities(
+                    build_id=s.build_id, use_versioning=s.use_worker_versioning
+                )
+            )
+        return request
+
+    async def run(self) -> None:
+        """Poll until :meth:`stop`; raises when polling fails for good."""
+        self._loops = [
+            asyncio.create_task(self._poll_loop(), name=f"activity-poller-{i}")
+            for i in range(self._settings.pollers)
+        ]
+        try:
+            await asyncio.gather(*self._loops)
+        finally:
+            for loop_task in self._loops:
+                loop_task.cancel()
+
+    def stop(self) -> None:
+        """Stop polling at once: cancel our own long polls (the dev server does
+        not release them on ShutdownWorker)."""
+        self._stopping = True
+        for call in list(self._calls):
+            call.cancel()  # type: ignore[attr-defined]
+        for loop_task in self._loops:
+            loop_task.cancel()
+
+    async def _poll_loop(self) -> None:
+        request = self._request()
+        while not self._stopping:
+            await self._slots.acquire()
+            reserved = False
+            handed_over = False
+            try:
+                if self._limiter is not None:
+                    await self._limiter.wait()
+                if self._pool is not None:
+                    try:
+                        await self._pool.reserve()
+                    except PoolError:
+                        if self._stopping:
+                            return
+                        raise
+                    reserved = True
+                if self._stopping:
+                    return
+                response = await poll_with_retry(lambda: self._poll_once(request))
+                self.polls += 1
+                if not response.task_token:
+                    self.empty_polls += 1
+                    continue
+                # Even while stopping: an accepted task is always run and reported.
+                self._dispatch(response, reserved)
+                handed_over = True
+            except asyncio.CancelledError:
+                if self._stopping:
+                    return
+                raise
+            finally:
+                if not handed_over:
+                    if reserved and self._pool is not None:
+                        self._pool.unreserve()
+                    self._slots.release()
+
+    async def _poll_once(
+        self, request: PollActivityTaskQueueRequest
+    ) -> PollActivityTaskQueueResponse:
+        call = self._service.call_once("PollActivityTaskQueue", request, POLL_DEADLINE)
+        self._calls.add(call)
+        try:
+            return await call
+        finally:
+            self._calls.discard(call)

@@ -1,0 +1,675 @@
+"""The supervisor: start, watch, recycle and kill the child processes.
+
+    reserve() ──▶ an idle child is promised to a poller before it polls
+    run(task) ──▶ task pipe ──▶ child ──▶ TaskDone ──▶ future resolved
+    cancel()  ──▶ control pipe (+ a kill timer: cancel_grace, then SIGTERM, SIGKILL)
+    sentinel readable ──▶ the child died: fail its task, start a replacement
+    memory monitor ──▶ psutil RSS: recycle after the task, or kill over the hard limit
+
+Everything runs on the worker's asyncio loop: pipes and process sentinels are
+registered with ``loop.add_reader``, so a dead child is noticed at once without
+a polling loop or a helper thread. Decisions (what to do with a child after a
+task, whether deaths make a crash loop) are pure functions below the class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+import psutil
+from multiprocess import get_context
+
+from runner import (
+    ActivitySpec,
+    CancelTask,
+    ChildBroken,
+    ChildReady,
+    ChildSpec,
+    RunTask,
+    Stop,
+    TaskDone,
+    WorkerShutdown,
+    child_main,
+    dumps,
+    loads,
+)
+
+from ._config import PoolConfig
+from ._errors import (
+    ChildBrokenError,
+    ChildProcessDied,
+    CrashLoopError,
+    PoolError,
+    describe_exit,
+)
+
+__all__ = [
+    "ChildKilled",
+    "ChildMemoryExceeded",
+    "ChildSnapshot",
+    "PoolSnapshot",
+    "ProcessPool",
+    "TaskTransferError",
+]
+
+logger = logging.getLogger("pool.supervisor")
+
+
+class _State(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+class ChildKilled(PoolError):
+    """The supervisor killed a child on purpose (cancel grace, deadline, memory)."""
+
+    def __init__(self, pid: int, reason: str) -> None:
+        self.pid = pid
+        self.reason = reason
+        super().__init__(f"Child process {pid} was killed: {reason}")
+
+
+class TaskTransferError(PoolError):
+    """A task's arguments could not be pickled for the child."""
+
+
+class ChildMemoryExceeded(ChildKilled):
+    """A child went over ``hard_memory_per_child`` while running a task."""
+
+
+@dataclass(eq=False)
+class _Child:
+    index: int
+    process: Any
+    task_conn: Any
+    ctrl_conn: Any
+    spawned_at: float
+    pid: int = 0
+    state: _State = _State.STARTING
+    task: RunTask | None = None
+    future: asyncio.Future[TaskDone] | None = None
+    tasks_done: int = 0
+    recycle_reason: str | None = None
+    kill_reason: ChildKilled | None = None
+    kill_handle: asyncio.TimerHandle | None = None
+    rss: int = 0
+    peak_rss: int = 0
+    cpu_seconds: float = 0.0
+    ready_at: float | None = None
+    psutil_proc: psutil.Process | None = None
+
+
+@dataclass(frozen=True)
+class ChildSnapshot:
+    index: int
+    pid: int
+    state: str
+    activity_type: str | None
+    tasks_done: int
+    rss: int
+    peak_rss: int
+    cpu_seconds: float
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    size: int
+    children: tuple[ChildSnapshot, ...]
+    idle: int
+    busy: int
+    reserved: int
+    starts: int
+    deaths: int
+    recycles: int
+    kills: int
+    replacement_seconds: tuple[float, ...] = field(default=())
+    retired: tuple[ChildSnapshot, ...] = field(default=())
+
+
+# -- pure decisions ----------------------------------------------------------------
+
+
+def after_task(child_tasks_done: int, rss: int, config: PoolConfig) -> str | None:
+    """Why a child that just finished a task must be replaced, or None to keep it."""
+    if config.max_tasks_per_child is not None and child_tasks_done >= config.max_tasks_per_child:
+        return f"ran {child_tasks_done} tasks (max_tasks_per_child={config.max_tasks_per_child})"
+    if config.max_memory_per_child is not None and rss > config.max_memory_per_child:
+        return f"RSS {rss} bytes over max_memory_per_child={config.max_memory_per_child}"
+    return None
+
+
+def memory_verdict(rss: int, busy: bool, config: PoolConfig) -> str | None:
+    """``kill``, ``recycle`` or None for a child's current RSS."""
+    if busy and config.hard_memory_per_child is not None and rss > config.hard_memory_per_child:
+        return "kill"
+    if config.max_memory_per_child is not None and rss > config.max_memory_per_child:
+        return "recycle"
+    return None
+
+
+def is_crash_loop(deaths: collections.deque[float], now: float, config: PoolConfig) -> bool:
+    """Drop deaths older than the window; True when too many remain."""
+    window = config.seconds("crash_loop_window")
+    while deaths and now - deaths[0] > window:
+        deaths.popleft()
+    return len(deaths) > config.crash_loop_max_deaths
+
+
+def preload_modules(activities: Mapping[str, ActivitySpec], extra: tuple[str, ...]) -> list[str]:
+    """Modules the fork server imports once: ours, temporalio's, the activities'."""
+    # Never "__main__": an unguarded script would run its whole body in the fork
+    # server. Children import it themselves, as with spawn.
+    modules = ["runner", "temporalio.activity", "temporalio.converter", "cloudpickle"]
+    for spec in activities.values():
+        fn = getattr(spec.fn, "__func__", spec.fn)
+        module = getattr(fn, "__module__", None)
+        if module and module != "__main__" and module in sys.modules:
+            modules.append(module)
+    modules.extend(extra)
+    return list(dict.fromkeys(modules))
+
+
+# -- the pool ------------------------------------------------------------------------
+
+
+class ProcessPool:
+    """A supervised pool of child processes running sync activities.
+
+    Pass it to :class:`pool.Worker` as ``activity_executor`` (or let the worker
+    build one). It is not a ``concurrent.futures.Executor``: it runs registered
+    activities, each sent to every child once, not arbitrary callables.
+    """
+
+    def __init__(self, processes: int | None = None, *, config: PoolConfig | None = None) -> None:
+        self.config = (config or PoolConfig()).with_processes(processes)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._children: dict[int, _Child] = {}  # by index
+        self._by_pid: dict[int, _Child] = {}
+        self._idle: collections.deque[_Child] = collections.deque()
+        self._reserved = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self._spec_template: dict[str, Any] | None = None
+        self._ctx: Any = None
+        self._on_fatal: Callable[[BaseException], None] = lambda err: None
+        self._deaths: collections.deque[float] = collections.deque()
+        self._closing = False
+        self._started = False
+        self._shutdown_sent = False
+        self._monitor: asyncio.Task[None] | None = None
+        self._stats = collections.Counter[str]()
+        self._replacement_seconds: collections.deque[float] = collections.deque(maxlen=256)
+        self._retired: collections.deque[ChildSnapshot] = collections.deque(maxlen=256)
+        self._died_at: dict[int, float] = {}  # index -> when its predecessor died
+
+    # -- public read-only state --------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self.config.size
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.pid for c in self._children.values() if c.pid and c.state is not _State.DEAD]
+
+    def snapshot(self) -> PoolSnapshot:
+        children = tuple(_snapshot(c) for c in sorted(self._children.values(), key=_index))
+        return PoolSnapshot(
+            size=self.size,
+            children=children,
+            idle=sum(1 for c in self._children.values() if c.state is _State.IDLE),
+            busy=sum(1 for c in self._children.values() if c.state is _State.BUSY),
+            reserved=self._reserved,
+            starts=self._stats["starts"],
+            deaths=self._stats["deaths"],
+            recycles=self._stats["recycles"],
+            kills=self._stats["kills"],
+            replacement_seconds=tuple(self._replacement_seconds),
+            retired=tuple(self._retired),
+        )
+
+    def __repr__(self) -> str:
+        if not self._started:
+            return f"<ProcessPool [not started | size: {self.size}, {self.config.start_method}]>"
+        s = self.snapshot()
+        return (
+            f"<ProcessPool [Children: {len(self.pids)} alive, {s.busy} busy, {s.idle} idle, "
+            f"{s.reserved} reserved | starts: {s.starts}, deaths: {s.deaths}, "
+            f"recycles: {s.recycles}, kills: {s.kills}]>"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(
+        self,
+        *,
+        activities: Mapping[str, ActivitySpec],
+        converter: Any,
+        heartbeat_sender: Any,
+        on_fatal: Callable[[BaseException], None],
+    ) -> None:
+        """Start every child and wait until each has loaded the activities."""
+        if self._started:
+            raise PoolError("This ProcessPool is already running; give each worker its own")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._on_fatal = on_fatal
+        self._ctx = get_context(self.config.start_method)
+        if self.config.start_method == "forkserver":
+            self._ctx.set_forkserver_preload(preload_modules(activities, self.config.preload))
+        self._spec_template = {
+            "activities": cloudpickle.dumps(dict(activities)),
+            "converter": cloudpickle.dumps(converter),
+            "heartbeat_sender": heartbeat_sender,
+            "log_level": logging.getLogger().getEffectiveLevel(),
+            "parent_pid": os.getpid(),
+        }
+        for index in range(self.size):
+            self._spawn(index)
+        try:
+            await self._wait_all_ready(self.config.seconds("start_timeout"))
+        except BaseException:
+            await self.stop(timeout=0)
+            raise
+        self._monitor = asyncio.create_task(self._monitor_memory(), name="pool-memory-monitor")
+
+    async def _wait_all_ready(self, timeout: float) -> None:
+        def ready() -> bool:
+            return all(c.state is not _State.STARTING for c in self._children.values())
+
+        if not await self._wait_for(ready, timeout):
+            slow = [c.pid for c in self._children.values() if c.state is _State.STARTING]
+            raise PoolError(
+                f"Child processes {slow} did not report ready within {timeout:g} s. "
+                "Importing the activity modules may be slow or hang; raise "
+                "PoolConfig.start_timeout or check what the modules do at import."
+            )
+
+    def _spawn(self, index: int) -> _Child:
+        assert self._spec_template is not None and self._loop is not None
+        ctx = self._ctx
+        task_parent, task_child = ctx.Pipe(duplex=True)
+        ctrl_child, ctrl_parent = ctx.Pipe(duplex=False)
+        spec = ChildSpec(index=index, **self._spec_template)
+        process = ctx.Process(
+            target=child_main,
+            args=(dumps(spec), task_child, ctrl_child),
+            name=f"pool-child-{index}",
+            daemon=True,
+        )
+        process.start()
+        # Our copies of the child's ends must go, or we would never see EOF.
+        task_child.close()
+        ctrl_child.close()
+        child = _Child(
+            index=index,
+            process=process,
+            task_conn=task_parent,
+            ctrl_conn=ctrl_parent,
+            spawned_at=time.monotonic(),
+            pid=process.pid,
+        )
+        self._children[index] = child
+        self._by_pid[child.pid] = child
+        self._stats["starts"] += 1
+        self._loop.add_reader(task_parent.fileno(), self._on_readable, child)
+        self._loop.add_reader(process.sentinel, self._on_exit, child)
+        return child
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop every child: ``Stop`` to idle ones, then SIGTERM/SIGKILL past ``timeout``."""
+        self._closing = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        for child in list(self._children.values()):
+            if child.state is _State.IDLE:
+                self._send_stop(child)
+
+        def all_dead() -> bool:
+            return not self._alive()
+
+        if not await self._wait_for(all_dead, timeout):
+            for child in self._alive():
+                self._signal(child, signal.SIGTERM)
+            if not await self._wait_for(all_dead, self.config.seconds("kill_escalation") + 1.0):
+                for child in self._alive():
+                    self._signal(child, signal.SIGKILL)
+                await self._wait_for(all_dead, None)
+
+    def _alive(self) -> list[_Child]:
+        return [c for c in self._children.values() if c.state is not _State.DEAD]
+
+    async def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until ``predicate()`` holds (re-checked on every pool change)."""
+        assert self._loop is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not predicate():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                return predicate()
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return True
+
+    def _notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- reservations and tasks ----------------------------------------------------------
+
+    def free(self) -> int:
+        """Idle children not yet promised to a poller."""
+        return len(self._idle) - self._reserved
+
+    async def reserve(self) -> None:
+        """Wait until an idle child can be promised to the next task."""
+        await self._wait_for(lambda: self.free() > 0 or self._closing, None)
+        if self._closing:
+            raise PoolError("The process pool is stopping")
+        self._reserved += 1
+
+    def unreserve(self) -> None:
+        """Give back a promise (the poll came back empty, or the task was async)."""
+        self._reserved -= 1
+        self._notify()
+
+    async def run(self, task: RunTask) -> tuple[int, asyncio.Future[TaskDone]]:
+        """Start ``task`` on an idle child (uses one reservation). Returns (pid, future)."""
+        assert self._loop is not None
+        self._reserved -= 1
+        try:
+            data = dumps(task)
+        except Exception as err:
+            self._notify()
+            raise TaskTransferError(
+                f"The arguments of activity {task.activity_type!r} could not be pickled to send "
+                f"them to a child process: {type(err).__name__}: {err}"
+            ) from err
+        if not self._idle:
+            # A promised child died between reserve() and now: its replacement is coming.
+            await self._wait_for(lambda: bool(self._idle) or self._closing, None)
+            if not self._idle:
+                raise PoolError("The process pool stopped before the task could start")
+        child = self._idle.popleft()
+        child.state = _State.BUSY
+        child.task = task
+        child.future = self._loop.create_future()
+        child.task_conn.send_bytes(data)
+        return child.pid, child.future
+
+    def cancel(self, pid: int, task_id: int, details: Any, reason: str) -> None:
+        """Cancel a running task cooperatively; kill its child after ``cancel_grace``."""
+        child = self._by_pid.get(pid)
+        if child is None or child.task is None or child.task.task_id != task_id:
+            return
+        with contextlib.suppress(OSError):
+            child.ctrl_conn.send_bytes(dumps(CancelTask(task_id=task_id, details=details)))
+        if child.kill_handle is None and self._loop is not None:
+            grace = self.config.seconds("cancel_grace")
+            child.kill_handle = self._loop.call_later(
+                grace,
+                self._kill_for,
+                child,
+                task_id,
+                ChildKilled(
+                    child.pid,
+                    f"{reason}, and the activity did not return within cancel_grace={grace:g} s",
+                ),
+            )
+
+    def kill_task(self, pid: int, task_id: int, error: ChildKilled) -> None:
+        """Kill the child running ``task_id`` now (its future fails with ``error``)."""
+        child = self._by_pid.get(pid)
+        if child is not None:
+            self._kill_for(child, task_id, error)
+
+    def broadcast_shutdown(self) -> None:
+        """Make ``activity.is_worker_shutdown()`` true in every child."""
+        self._shutdown_sent = True
+        message = dumps(WorkerShutdown())
+        for child in self._alive():
+            with contextlib.suppress(OSError):
+                child.ctrl_conn.send_bytes(message)
+
+    # -- events from the children ------------------------------------------------------
+
+    def _on_readable(self, child: _Child) -> None:
+        try:
+            msg = loads(child.task_conn.recv_bytes())
+        except (EOFError, OSError):
+            self._forget_reader(child)
+            return  # the sentinel tells us the rest
+        if isinstance(msg, TaskDone):
+            self._on_task_done(child, msg)
+        elif isinstance(msg, ChildReady):
+            self._on_ready(child)
+        elif isinstance(msg, ChildBroken):
+            self._on_fatal(ChildBrokenError(msg.pid, msg.reason))
+
+    def _on_ready(self, child: _Child) -> None:
+        now = time.monotonic()
+        child.ready_at = now
+        with contextlib.suppress(psutil.Error):
+            child.psutil_proc = psutil.Process(child.pid)
+            child.psutil_proc.cpu_times()  # prime
+        died_at = self._died_at.pop(child.index, None)
+        if died_at is not None:
+            self._replacement_seconds.append(now - died_at)
+        if self._shutdown_sent:
+            with contextlib.suppress(OSError):
+                child.ctrl_conn.send_bytes(dumps(WorkerShutdown()))
+        self._make_idle(child)
+
+    def _make_idle(self, child: _Child) -> None:
+        child.state = _State.IDLE
+        child.task = None
+        child.future = None
+        if self._closing:
+            self._send_stop(child)
+        else:
+            self._idle.append(child)
+        self._notify()
+
+    def _on_task_done(self, child: _Child, done: TaskDone) -> None:
+        if child.kill_handle is not None:
+            child.kill_handle.cancel()
+            child.kill_handle = None
+        future, child.future = child.future, None
+        child.tasks_done += 1
+        if future is not None and not future.done():
+            future.set_result(done)
+        if child.kill_reason is not None:
+            return  # being killed: the sentinel finishes the job
+        reason = child.recycle_reason or after_task(child.tasks_done, child.rss, self.config)
+        if reason is not None:
+            self._recycle(child, reason)
+        else:
+            self._make_idle(child)
+
+    def _recycle(self, child: _Child, reason: str) -> None:
+        logger.info("Recycling child %d: %s", child.pid, reason)
+        self._stats["recycles"] += 1
+        child.task = None
+        self._send_stop(child)
+
+    def _send_stop(self, child: _Child) -> None:
+        if child in self._idle:
+            self._idle.remove(child)
+        child.state = _State.STOPPING
+        try:
+            child.task_conn.send_bytes(dumps(Stop()))
+        except OSError:
+            self._signal(child, signal.SIGTERM)
+
+    def _on_exit(self, child: _Child) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(child.process.sentinel)
+        self._forget_reader(child)
+        child.process.join(0)
+        exitcode = child.process.exitcode
+        was = child.state
+        child.state = _State.DEAD
+        if child.kill_handle is not None:
+            child.kill_handle.cancel()
+            child.kill_handle = None
+        if child in self._idle:
+            self._idle.remove(child)
+        self._by_pid.pop(child.pid, None)
+        self._retired.append(_snapshot(child))
+        for conn in (child.task_conn, child.ctrl_conn):
+            with contextlib.suppress(OSError):
+                conn.close()
+        expected = was is _State.STOPPING or child.kill_reason is not None or self._closing
+        if not expected:
+            self._stats["deaths"] += 1
+            self._deaths.append(time.monotonic())
+            logger.warning(
+                "Child process %d died (%s)%s",
+                child.pid,
+                describe_exit(exitcode),
+                f" while running {child.task.activity_type!r}" if child.task else " while idle",
+            )
+        future = child.future
+        if future is not None and not future.done():
+            task = child.task
+            error: BaseException = child.kill_reason or ChildProcessDied(
+                pid=child.pid,
+                exitcode=exitcode,
+                activity_type=task.activity_type if task else None,
+                activity_id=task.info.activity_id if task else None,
+            )
+            future.set_exception(error)
+        if self._closing:
+            self._notify()
+            return
+        if not expected and is_crash_loop(self._deaths, time.monotonic(), self.config):
+            self._on_fatal(
+                CrashLoopError(
+                    len(self._deaths),
+                    self.config.seconds("crash_loop_window"),
+                    describe_exit(exitcode),
+                )
+            )
+            self._notify()
+            return
+        self._died_at[child.index] = time.monotonic()
+        self._spawn(child.index)
+        self._notify()
+
+    def _forget_reader(self, child: _Child) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(child.task_conn.fileno())
+
+    # -- killing -------------------------------------------------------------------------
+
+    def _kill_for(self, child: _Child, task_id: int, error: ChildKilled) -> None:
+        if child.state is _State.DEAD or child.task is None or child.task.task_id != task_id:
+            return
+        if child.kill_reason is not None:
+            return
+        logger.warning("Killing child %d: %s", child.pid, error.reason)
+        self._stats["kills"] += 1
+        child.kill_reason = error
+        child.kill_handle = None
+        self._signal(child, signal.SIGTERM)
+        assert self._loop is not None
+        self._loop.call_later(
+            self.config.seconds("kill_escalation"), self._signal, child, signal.SIGKILL
+        )
+
+    def _signal(self, child: _Child, signum: int) -> None:
+        if child.state is _State.DEAD or child.pid <= 0:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
+
+    # -- memory -----------------------------------------------------------------------
+
+    async def _monitor_memory(self) -> None:
+        interval = self.config.seconds("memory_check_interval")
+        while True:
+            await asyncio.sleep(interval)
+            self.sample()
+            for child in list(self._children.values()):
+                verdict = memory_verdict(child.rss, child.state is _State.BUSY, self.config)
+                if verdict == "kill" and child.task is not None:
+                    self._kill_for(
+                        child,
+                        child.task.task_id,
+                        ChildMemoryExceeded(
+                            child.pid,
+                            f"RSS {child.rss} bytes over hard_memory_per_child="
+                            f"{self.config.hard_memory_per_child}",
+                        ),
+                    )
+                elif verdict == "recycle":
+                    reason = (
+                        f"RSS {child.rss} bytes over max_memory_per_child="
+                        f"{self.config.max_memory_per_child}"
+                    )
+                    if child.state is _State.IDLE:
+                        self._recycle(child, reason)
+                    elif child.state is _State.BUSY:
+                        child.recycle_reason = reason
+
+    def sample(self) -> None:
+        """Read RSS and CPU time of every live child (psutil)."""
+        for child in self._children.values():
+            proc = child.psutil_proc
+            if proc is None or child.state is _State.DEAD:
+                continue
+            try:
+                with proc.oneshot():
+                    child.rss = proc.memory_info().rss
+                    times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            child.peak_rss = max(child.peak_rss, child.rss)
+            child.cpu_seconds = times.user + times.system
+
+
+def _index(child: _Child) -> int:
+    return child.index
+
+
+def _snapshot(child: _Child) -> ChildSnapshot:
+    return ChildSnapshot(
+        index=child.index,
+        pid=child.pid,
+        state=child.state.value,
+        activity_type=child.task.activity_type if child.task else None,
+        tasks_done=child.tasks_done,
+        rss=child.rss,
+        peak_rss=child.peak_rss,
+        cpu_seconds=child.cpu_seconds,
+    )

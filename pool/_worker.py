@@ -1,0 +1,840 @@
+"""``pool.Worker``: a drop-in for ``temporalio.worker.Worker``.
+
+pool.Worker ─┬─ temporalio.worker.Worker   workflows, local activities, Nexus
+             │                             (no_remote_activities=True)
+             └─ _ActivitySide               remote activities, ours:
+                  ActivityService  grpc.aio channel from the client's settings
+                  Poller           polls only with a free slot (and idle child)
+                  Dispatcher       decode, route, report one outcome per task
+                  HeartbeatManager throttle, RPC, answers -> cancellation
+                  ProcessPool      supervised children (runner/)
+                  SharedStateManager heartbeats from children (shared_state/)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import logging
+import os
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+import cloudpickle
+import grpc
+import temporalio.activity
+import temporalio.client
+import temporalio.common
+import temporalio.converter
+import temporalio.worker
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.workflowservice.v1 import (
+    DescribeNamespaceRequest,
+    ShutdownWorkerRequest,
+)
+from temporalio.worker import (
+    PollerBehavior,
+    PollerBehaviorAutoscaling,
+    PollerBehaviorSimpleMaximum,
+    SharedStateManager,
+    UnsandboxedWorkflowRunner,
+    WorkerDeploymentConfig,
+    WorkerTuner,
+    WorkflowRunner,
+)
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from runner import ActivitySpec
+
+from ._config import PoolConfig
+from ._dispatcher import Dispatcher, DispatchSettings
+from ._errors import PoolError, SharedStateLostError, WorkerConfigError
+from ._poller import Poller, PollSettings, RateLimiter, Slots
+from ._service import ActivityService, describe_rpc_error
+from ._supervisor import ProcessPool
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger("pool.worker")
+
+_DEFAULT_SLOTS = 100  # the stock worker's default activity slot count
+# The stock worker's defaults, as module-level immutable singletons.
+_SANDBOXED = SandboxedWorkflowRunner()
+_UNSANDBOXED = UnsandboxedWorkflowRunner()
+_FIVE_POLLERS = PollerBehaviorSimpleMaximum(maximum=5)
+
+
+@dataclass(frozen=True)
+class _ActivityPlan:
+    """What the activity side runs, decided once in the constructor."""
+
+    definitions: dict[str, temporalio.activity._Definition]
+    dynamic: temporalio.activity._Definition | None
+    has_sync: bool
+    thread_executor: concurrent.futures.ThreadPoolExecutor | None
+    pool: ProcessPool | None
+    slots: int
+    pollers: int
+
+
+def _activity_slot_count(max_concurrent_activities: int | None, tuner: WorkerTuner | None) -> int:
+    if tuner is not None:
+        # The one place we read a tuner's activity supplier (private in temporalio).
+        supplier = tuner._get_activity_task_slot_supplier()
+        if isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
+            return supplier.num_slots
+        if isinstance(supplier, temporalio.worker.ResourceBasedSlotSupplier):
+            return supplier.slot_config.maximum_slots or 500
+        raise WorkerConfigError(
+            f"tuner: the activity slot supplier {type(supplier).__name__} is not supported by "
+            "pool.Worker; use WorkerTuner.create_fixed(...) or create_resource_based(...)"
+        )
+    if max_concurrent_activities is not None:
+        if max_concurrent_activities < 1:
+            raise WorkerConfigError(
+                f"max_concurrent_activities must be at least 1, got {max_concurrent_activities}"
+            )
+        return max_concurrent_activities
+    return _DEFAULT_SLOTS
+
+
+def _plan_activities(
+    activities: Sequence[Callable[..., Any]],
+    activity_executor: concurrent.futures.Executor | ProcessPool | None,
+    processes: int | None,
+    pool_config: PoolConfig | None,
+    slots: int,
+    pollers: int,
+) -> _ActivityPlan:
+    definitions: dict[str, temporalio.activity._Definition] = {}
+    dynamic: temporalio.activity._Definition | None = None
+    for fn in activities:
+        defn = temporalio.activity._Definition.must_from_callable(fn)
+        if inspect.isclass(fn):
+            raise TypeError(f"Activity named {defn.name} is a class instead of an instance")
+        if defn.name:
+            if defn.name in definitions:
+                raise ValueError(f"More than one activity named {defn.name}")
+            definitions[defn.name] = defn
+        elif dynamic is not None:
+            raise TypeError("More than one dynamic activity")
+        else:
+            dynamic = defn
+    all_defs = [*definitions.values(), *([dynamic] if dynamic else [])]
+    has_sync = any(not d.is_async for d in all_defs)
+
+    thread_executor: concurrent.futures.ThreadPoolExecutor | None = None
+    pool: ProcessPool | None = None
+    if isinstance(activity_executor, concurrent.futures.ThreadPoolExecutor):
+        thread_executor = activity_executor
+    elif isinstance(activity_executor, ProcessPool):
+        if processes is not None or pool_config is not None:
+            raise WorkerConfigError(
+                "processes / pool_config cannot be combined with an activity_executor that is "
+                "already a pool.ProcessPool: configure the ProcessPool itself"
+            )
+        pool = activity_executor
+    elif isinstance(activity_executor, concurrent.futures.ProcessPoolExecutor):
+        # A program written for the stock worker: take the executor as a size.
+        size = getattr(activity_executor, "_max_workers", None) or os.cpu_count() or 1
+        logger.info(
+            "activity_executor is a ProcessPoolExecutor(max_workers=%d): pool.Worker runs %d "
+            "supervised child processes instead and leaves that executor unused",
+            size,
+            size,
+        )
+        pool = ProcessPool(processes or size, config=pool_config)
+    elif activity_executor is None:
+        if has_sync:
+            pool = ProcessPool(processes, config=pool_config)
+    else:
+        kind = type(activity_executor).__name__
+        raise WorkerConfigError(
+            f"activity_executor {kind} is not supported: pass a pool.ProcessPool (the default), "
+            "a concurrent.futures.ThreadPoolExecutor (threads in this process), or a "
+            "ProcessPoolExecutor (taken as the number of child processes)"
+        )
+    if pool is not None:
+        for defn in all_defs:
+            if defn.is_async:
+                continue
+            try:
+                cloudpickle.dumps(defn.fn)
+            except Exception as err:
+                raise WorkerConfigError(
+                    f"Activity {defn.name or '(dynamic)'} cannot be serialised with cloudpickle "
+                    f"to send it to the child processes: {type(err).__name__}: {err}. Make it a "
+                    "module-level function, or a closure / bound method over picklable state."
+                ) from err
+    return _ActivityPlan(
+        definitions=definitions,
+        dynamic=dynamic,
+        has_sync=has_sync,
+        thread_executor=thread_executor,
+        pool=pool,
+        slots=slots,
+        pollers=pollers,
+    )
+
+
+def _poller_count(max_concurrent_activity_task_polls: int | None, behavior: PollerBehavior) -> int:
+    if max_concurrent_activity_task_polls is not None:
+        count = max_concurrent_activity_task_polls
+    elif isinstance(behavior, PollerBehaviorSimpleMaximum):
+        count = behavior.maximum
+    elif isinstance(behavior, PollerBehaviorAutoscaling):
+        # Our polls are bounded by free slots and idle children already; the
+        # server's scaling hints are not used, the maximum is the cap.
+        count = behavior.maximum
+    else:  # pragma: no cover - typing guards this
+        raise WorkerConfigError(f"Unknown activity_task_poller_behavior {behavior!r}")
+    if count < 1:
+        raise WorkerConfigError(f"The activity poller count must be at least 1, got {count}")
+    return count
+
+
+def _intercepts_activities(interceptor: temporalio.worker.Interceptor) -> bool:
+    method = getattr(type(interceptor), "intercept_activity", None)
+    return method is not None and method is not temporalio.worker.Interceptor.intercept_activity
+
+
+class Worker:
+    """Workflows in this process, activities in a supervised process pool.
+
+    Same constructor and members as :class:`temporalio.worker.Worker`, plus
+    ``processes`` and ``pool_config``. Sync activities run in child processes by
+    default (``activity_executor=None`` or a :class:`pool.ProcessPool`); a
+    ``ThreadPoolExecutor`` runs them in threads here; a stdlib
+    ``ProcessPoolExecutor`` is taken as the number of children. Async activities
+    run on this event loop. See the options table in the README for where each
+    option acts.
+    """
+
+    def __init__(
+        self,
+        client: temporalio.client.Client,
+        *,
+        task_queue: str,
+        activities: Sequence[Callable[..., Any]] = (),
+        nexus_service_handlers: Sequence[Any] = (),
+        workflows: Sequence[type] = (),
+        activity_executor: concurrent.futures.Executor | ProcessPool | None = None,
+        workflow_task_executor: concurrent.futures.ThreadPoolExecutor | None = None,
+        nexus_task_executor: concurrent.futures.ThreadPoolExecutor | None = None,
+        workflow_runner: WorkflowRunner = _SANDBOXED,
+        unsandboxed_workflow_runner: WorkflowRunner = _UNSANDBOXED,
+        plugins: Sequence[temporalio.worker.Plugin] = (),
+        interceptors: Sequence[temporalio.worker.Interceptor] = (),
+        build_id: str | None = None,
+        identity: str | None = None,
+        max_cached_workflows: int = 1000,
+        max_concurrent_workflow_tasks: int | None = None,
+        max_concurrent_activities: int | None = None,
+        max_concurrent_local_activities: int | None = None,
+        max_concurrent_nexus_tasks: int | None = None,
+        tuner: WorkerTuner | None = None,
+        max_concurrent_workflow_task_polls: int | None = None,
+        nonsticky_to_sticky_poll_ratio: float = 0.2,
+        max_concurrent_activity_task_polls: int | None = None,
+        no_remote_activities: bool = False,
+        sticky_queue_schedule_to_start_timeout: timedelta = timedelta(seconds=10),
+        max_heartbeat_throttle_interval: timedelta = timedelta(seconds=60),
+        default_heartbeat_throttle_interval: timedelta = timedelta(seconds=30),
+        max_activities_per_second: float | None = None,
+        max_task_queue_activities_per_second: float | None = None,
+        max_eager_activity_reservations_per_workflow_task: int = 3,
+        graceful_shutdown_timeout: timedelta = timedelta(),
+        plugin_shutdown_timeout: timedelta | None = timedelta(seconds=60),
+        workflow_failure_exception_types: Sequence[type[BaseException]] = (),
+        shared_state_manager: SharedStateManager | None = None,
+        debug_mode: bool = False,
+        disable_eager_activity_execution: bool = False,
+        on_fatal_error: Callable[[BaseException], Awaitable[None]] | None = None,
+        use_worker_versioning: bool = False,
+        disable_safe_workflow_eviction: bool = False,
+        deployment_config: WorkerDeploymentConfig | None = None,
+        patch_activation_callback: Callable[..., bool] | None = None,
+        workflow_task_poller_behavior: PollerBehavior = _FIVE_POLLERS,
+        activity_task_poller_behavior: PollerBehavior = _FIVE_POLLERS,
+        nexus_task_poller_behavior: PollerBehavior = _FIVE_POLLERS,
+        disable_payload_error_limit: bool = False,
+        max_workflow_task_external_storage_concurrency: int = 3,
+        # -- the pool's own options --
+        processes: int | None = None,
+        pool_config: PoolConfig | None = None,
+    ) -> None:
+        self._config: dict[str, Any] = {
+            k: v for k, v in locals().items() if k not in ("self", "__class__")
+        }
+        self._config["activities"] = list(activities)
+        self._config["workflows"] = list(workflows)
+        if not (activities or workflows or nexus_service_handlers):
+            raise ValueError("At least one activity, Nexus service, or workflow must be specified")
+        if tuner is not None and (
+            max_concurrent_workflow_tasks
+            or max_concurrent_activities
+            or max_concurrent_local_activities
+            or max_concurrent_nexus_tasks
+        ):
+            raise ValueError(
+                "Cannot specify max_concurrent_workflow_tasks, max_concurrent_activities, "
+                "max_concurrent_local_activities, or max_concurrent_nexus_tasks when also "
+                "specifying tuner"
+            )
+        if isinstance(activity_executor, ProcessPool) and pool_config is not None:
+            raise WorkerConfigError("pool_config goes to the ProcessPool itself, not both")
+        dc = client.data_converter
+        if getattr(dc, "external_storage", None) is not None and activities:
+            raise WorkerConfigError(
+                "The client's data converter uses external storage (experimental in temporalio); "
+                "pool.Worker does not support it for activities yet. Use a payload codec, or "
+                "temporalio.worker.Worker for these activities."
+            )
+
+        self._client = client
+        self._on_fatal_error = on_fatal_error
+        self._graceful = graceful_shutdown_timeout
+        self._started = False
+        self._shutdown_requested = asyncio.Event()
+        self._shutdown_complete = asyncio.Event()
+        self._async_context_task: asyncio.Task[Any] | None = None
+        self._async_context_run: asyncio.Task[None] | None = None
+        self._async_context_error: BaseException | None = None
+        self._async_exiting = False
+
+        # -- activity side (ours) --
+        self._activity_side: _ActivitySide | None = None
+        remote = bool(activities) and not no_remote_activities
+        if remote:
+            interceptors_all = [
+                *[
+                    i
+                    for i in client.config()["interceptors"]
+                    if isinstance(i, temporalio.worker.Interceptor)
+                ],
+                *interceptors,
+            ]
+            for interceptor in interceptors_all:
+                if _intercepts_activities(interceptor):
+                    raise WorkerConfigError(
+                        f"Interceptor {type(interceptor).__name__} intercepts activities; "
+                        "pool.Worker runs remote activities in child processes, where "
+                        "temporalio activity interceptors are not applied. Remove it from this "
+                        "worker (workflow interception still works with a separate interceptor) "
+                        "or run these activities with temporalio.worker.Worker."
+                    )
+            plan = _plan_activities(
+                activities,
+                activity_executor,
+                processes,
+                pool_config,
+                _activity_slot_count(max_concurrent_activities, tuner),
+                _poller_count(max_concurrent_activity_task_polls, activity_task_poller_behavior),
+            )
+            if max_activities_per_second is not None and max_activities_per_second <= 0:
+                raise WorkerConfigError("max_activities_per_second must be positive")
+            if (
+                max_task_queue_activities_per_second is not None
+                and max_task_queue_activities_per_second <= 0
+            ):
+                raise WorkerConfigError("max_task_queue_activities_per_second must be positive")
+            versioning_build_id = build_id if use_worker_versioning else None
+            if deployment_config is not None and deployment_config.use_worker_versioning:
+                versioning_build_id = deployment_config.version.build_id
+            self._activity_side = _ActivitySide(
+                client=client,
+                task_queue=task_queue,
+                identity=identity,
+                plan=plan,
+                shared_state_manager=shared_state_manager,
+                max_activities_per_second=max_activities_per_second,
+                max_task_queue_activities_per_second=max_task_queue_activities_per_second,
+                default_heartbeat_throttle=default_heartbeat_throttle_interval,
+                max_heartbeat_throttle=max_heartbeat_throttle_interval,
+                disable_payload_error_limit=disable_payload_error_limit,
+                build_id=versioning_build_id,
+                use_worker_versioning=bool(versioning_build_id),
+                local_timeout_buffer=(plan.pool.config if plan.pool else PoolConfig()).seconds(
+                    "local_timeout_buffer"
+                ),
+            )
+        elif processes is not None or pool_config is not None:
+            raise WorkerConfigError(
+                "processes / pool_config were given but this worker runs no remote activities "
+                "(no activities, or no_remote_activities=True)"
+            )
+
+        # -- workflow side (temporalio's own worker) --
+        self._inner: temporalio.worker.Worker | None = None
+        self._local_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        if workflows or nexus_service_handlers or plugins:
+            local_executor: concurrent.futures.Executor | None = None
+            has_sync = any(
+                not temporalio.activity._Definition.must_from_callable(a).is_async
+                for a in activities
+            )
+            if workflows and activities and has_sync:
+                # Local activities run in the parent: sync ones in threads.
+                if isinstance(activity_executor, concurrent.futures.ThreadPoolExecutor):
+                    local_executor = activity_executor
+                else:
+                    self._local_executor = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=max_concurrent_local_activities or 16,
+                        thread_name_prefix="local-activity",
+                    )
+                    local_executor = self._local_executor
+            inner_tuner = tuner
+            if tuner is not None:
+                supplier = tuner._get_activity_task_slot_supplier()
+                if not isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
+                    # The inner worker polls no activities: give it a harmless one.
+                    inner_tuner = WorkerTuner.create_composite(
+                        workflow_supplier=tuner._get_workflow_task_slot_supplier(),
+                        activity_supplier=temporalio.worker.FixedSizeSlotSupplier(1),
+                        local_activity_supplier=tuner._get_local_activity_task_slot_supplier(),
+                        nexus_supplier=tuner._get_nexus_slot_supplier(),
+                    )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._inner = temporalio.worker.Worker(
+                    client,
+                    task_queue=task_queue,
+                    activities=list(activities) if workflows else [],
+                    nexus_service_handlers=nexus_service_handlers,
+                    workflows=workflows,
+                    activity_executor=local_executor,
+                    workflow_task_executor=workflow_task_executor,
+                    nexus_task_executor=nexus_task_executor,
+                    workflow_runner=workflow_runner,
+                    unsandboxed_workflow_runner=unsandboxed_workflow_runner,
+                    plugins=plugins,
+                    interceptors=interceptors,
+                    build_id=build_id,
+                    identity=identity,
+                    max_cached_workflows=max_cached_workflows,
+                    max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+                    max_concurrent_local_activities=max_concurrent_local_activities,
+                    max_concurrent_nexus_tasks=max_concurrent_nexus_tasks,
+                    tuner=inner_tuner,
+                    max_concurrent_workflow_task_polls=max_concurrent_workflow_task_polls,
+                    nonsticky_to_sticky_poll_ratio=nonsticky_to_sticky_poll_ratio,
+                    no_remote_activities=True,
+                    sticky_queue_schedule_to_start_timeout=sticky_queue_schedule_to_start_timeout,
+                    graceful_shutdown_timeout=graceful_shutdown_timeout,
+                    plugin_shutdown_timeout=plugin_shutdown_timeout,
+                    workflow_failure_exception_types=workflow_failure_exception_types,
+                    debug_mode=debug_mode,
+                    # Eager activities would run in this process: the pool runs them.
+                    disable_eager_activity_execution=True,
+                    max_eager_activity_reservations_per_workflow_task=max_eager_activity_reservations_per_workflow_task,
+                    use_worker_versioning=use_worker_versioning,
+                    disable_safe_workflow_eviction=disable_safe_workflow_eviction,
+                    deployment_config=deployment_config,
+                    patch_activation_callback=patch_activation_callback,
+                    workflow_task_poller_behavior=workflow_task_poller_behavior,
+                    nexus_task_poller_behavior=nexus_task_poller_behavior,
+                    disable_payload_error_limit=disable_payload_error_limit,
+                    max_workflow_task_external_storage_concurrency=max_workflow_task_external_storage_concurrency,
+                )
+
+    # -- the stock worker's members ---------------------------------------------------------
+
+    def config(self, *, active_config: bool = False) -> dict[str, Any]:
+        """The options this worker was built with (a copy)."""
+        config = dict(self._config)
+        config["activities"] = list(config["activities"])
+        config["workflows"] = list(config["workflows"])
+        return config
+
+    @property
+    def task_queue(self) -> str:
+        return str(self._config["task_queue"])
+
+    @property
+    def client(self) -> temporalio.client.Client:
+        return self._client
+
+    @client.setter
+    def client(self, value: temporalio.client.Client) -> None:
+        """Move the worker to ``value``'s connection; in-flight calls finish on the old one."""
+        if self._inner is not None:
+            self._inner.client = value
+        if self._activity_side is not None:
+            self._activity_side.replace_client(value)
+        self._client = value
+        self._config["client"] = value
+
+    @property
+    def is_running(self) -> bool:
+        return self._started and not self.is_shutdown
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self._shutdown_complete.is_set()
+
+    @property
+    def process_pool(self) -> ProcessPool | None:
+        """The supervised pool running sync activities (None when not used)."""
+        return self._activity_side.pool if self._activity_side else None
+
+    @property
+    def dispatcher(self) -> Dispatcher | None:
+        return self._activity_side.dispatcher if self._activity_side else None
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else ("shut down" if self.is_shutdown else "new")
+        parts = [f"task_queue={self.task_queue!r}", state]
+        if self._activity_side is not None:
+            parts.append(repr(self._activity_side))
+        return f"<pool.Worker [{' | '.join(parts)}]>"
+
+    async def run(self) -> None:
+        """Run until :meth:`shutdown`; raises the fatal error if the worker fails."""
+        if self._started:
+            raise RuntimeError("Already started")
+        self._started = True
+        try:
+            if self._activity_side is not None:
+                await self._activity_side.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if self._activity_side is not None:
+                    await self._activity_side.close()
+            self._shutdown_complete.set()
+            raise
+
+        tasks: dict[str, asyncio.Task[Any]] = {
+            "shutdown": asyncio.create_task(self._shutdown_requested.wait()),
+        }
+        if self._inner is not None:
+            tasks["workflows"] = asyncio.create_task(self._inner.run(), name="workflow-worker")
+        if self._activity_side is not None:
+            tasks["activities"] = asyncio.create_task(
+                self._activity_side.run(), name="activity-worker"
+            )
+        exception: BaseException | None = None
+        try:
+            await asyncio.shield(asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED))
+            for name, task in tasks.items():
+                if name != "shutdown" and task.done():
+                    exception = task.exception() or PoolError(
+                        f"The {name} side of the worker stopped unexpectedly"
+                    )
+                    break
+            if exception is not None:
+                logger.error("Worker failed, shutting down", exc_info=exception)
+                if self._on_fatal_error is not None:
+                    try:
+                        await self._on_fatal_error(exception)
+                    except Exception:
+                        logger.warning("Fatal error handler failed", exc_info=True)
+        except asyncio.CancelledError as err:
+            logger.info("Worker cancelled, shutting down")
+            exception = err
+
+        tasks["shutdown"].cancel()
+        logger.info(
+            "Beginning worker shutdown, will wait %s before cancelling activities", self._graceful
+        )
+        await self._shutdown_sides(tasks)
+        self._shutdown_complete.set()
+        if exception is not None:
+            raise exception
+
+    async def _shutdown_sides(self, tasks: dict[str, asyncio.Task[Any]]) -> None:
+        steps = []
+        if self._activity_side is not None:
+            steps.append(self._activity_side.shutdown(self._graceful.total_seconds()))
+        if self._inner is not None:
+            steps.append(self._inner_shutdown(tasks.get("workflows")))
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                logger.error("Error during shutdown", exc_info=result)
+        for task in tasks.values():
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: no "never retrieved" warning
+        if self._local_executor is not None:
+            self._local_executor.shutdown(wait=False)
+
+    async def _inner_shutdown(self, run_task: asyncio.Task[Any] | None) -> None:
+        assert self._inner is not None
+        if run_task is not None and run_task.done():
+            return
+        await self._inner.shutdown()
+        if run_task is not None:
+            with contextlib.suppress(BaseException):
+                await run_task
+
+    async def shutdown(self) -> None:
+        """Begin shutdown (safe to repeat) and wait until it has completed."""
+        self._shutdown_requested.set()
+        if not self._started:
+            return
+        await self._shutdown_complete.wait()
+
+    async def __aenter__(self) -> Worker:
+        if self._async_context_task is not None:
+            raise RuntimeError("Already started")
+        current = asyncio.current_task()
+        if current is None:
+            raise RuntimeError("Can only use async with inside a task")
+        self._async_context_task = current
+
+        async def run() -> None:
+            try:
+                await self.run()
+            except BaseException as err:
+                self._async_context_error = err
+                if not self._async_exiting:
+                    current.cancel()
+
+        self._async_context_run = asyncio.create_task(run())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *args: Any) -> None:
+        if self._async_context_run is None:
+            raise RuntimeError("Never started")
+        self._async_exiting = True
+        await self.shutdown()
+        await self._async_context_run
+        if self._async_context_error is not None and (
+            exc_type is None or issubclass(exc_type, asyncio.CancelledError)
+        ):
+            raise self._async_context_error
+
+
+class _ActivitySide:
+    def __init__(
+        self,
+        *,
+        client: temporalio.client.Client,
+        task_queue: str,
+        identity: str | None,
+        plan: _ActivityPlan,
+        shared_state_manager: SharedStateManager | None,
+        max_activities_per_second: float | None,
+        max_task_queue_activities_per_second: float | None,
+        default_heartbeat_throttle: timedelta,
+        max_heartbeat_throttle: timedelta,
+        disable_payload_error_limit: bool,
+        build_id: str | None,
+        use_worker_versioning: bool,
+        local_timeout_buffer: float,
+    ) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._identity = identity
+        self.plan = plan
+        self.pool = plan.pool
+        self._given_shared_state = shared_state_manager
+        self._shared_state: Any = shared_state_manager
+        self._owns_shared_state = False
+        self._rate = max_activities_per_second
+        self._poll_settings = PollSettings(
+            task_queue=task_queue,
+            pollers=plan.pollers,
+            max_task_queue_activities_per_second=max_task_queue_activities_per_second,
+            build_id=build_id,
+            use_worker_versioning=use_worker_versioning,
+        )
+        self._dispatch_settings = DispatchSettings(
+            task_queue=task_queue,
+            default_heartbeat_throttle=default_heartbeat_throttle,
+            max_heartbeat_throttle=max_heartbeat_throttle,
+            local_timeout_buffer=local_timeout_buffer,
+            blob_size_limit=None,
+            disable_payload_error_limit=disable_payload_error_limit,
+        )
+        self.service: ActivityService | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.poller: Poller | None = None
+        self.slots = Slots(plan.slots)
+        self._fatal: asyncio.Future[BaseException] | None = None
+        self._poller_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        parts = [repr(self.slots)]
+        if self.pool is not None:
+            parts.append(repr(self.pool))
+        if self.dispatcher is not None:
+            parts.append(repr(self.dispatcher))
+        return " ".join(parts)
+
+    def replace_client(self, client: temporalio.client.Client) -> None:
+        self._client = client
+        if self.service is not None:
+            self.service.replace_client(client)
+        if self.dispatcher is not None:
+            self.dispatcher.client = client
+
+    def fail(self, error: BaseException) -> None:
+        """A background part failed for good: the worker fails with ``error``."""
+        if self._fatal is not None and not self._fatal.done():
+            self._fatal.set_result(error)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._fatal = loop.create_future()
+        self.service = ActivityService(self._client, self._identity)
+        blob_limit = await self._describe_namespace()
+        self._dispatch_settings = replace(self._dispatch_settings, blob_size_limit=blob_limit)
+        sender = None
+        if self.pool is not None:
+            sender = await self._start_shared_state()
+        self.dispatcher = Dispatcher(
+            service=self.service,
+            settings=self._dispatch_settings,
+            activities=self.plan.definitions,
+            dynamic=self.plan.dynamic,
+            data_converter=self._client.data_converter,
+            client=self._client,
+            pool=self.pool,
+            thread_executor=self.plan.thread_executor,
+            shared_state=self._shared_state,
+            release_slot=self.slots.release,
+            metric_meter=None,
+        )
+        if self.pool is not None:
+            dc = self._client.data_converter
+            child_converter = temporalio.converter.DataConverter(
+                payload_converter_class=dc.payload_converter_class,
+                failure_converter_class=dc.failure_converter_class,
+            )
+            specs = {
+                name: ActivitySpec(fn=d.fn, no_thread_cancel_exception=d.no_thread_cancel_exception)
+                for name, d in self.plan.definitions.items()
+                if not d.is_async
+            }
+            if self.plan.dynamic is not None and not self.plan.dynamic.is_async:
+                specs[""] = ActivitySpec(
+                    fn=self.plan.dynamic.fn,
+                    no_thread_cancel_exception=self.plan.dynamic.no_thread_cancel_exception,
+                )
+            await self.pool.start(
+                activities=specs,
+                converter=child_converter,
+                heartbeat_sender=sender,
+                on_fatal=lambda err: loop.call_soon_threadsafe(self.fail, err),
+            )
+        self.poller = Poller(
+            service=self.service,
+            settings=self._poll_settings,
+            slots=self.slots,
+            limiter=RateLimiter(self._rate) if self._rate else None,
+            pool=self.pool,
+            dispatch=self.dispatcher.start,
+        )
+
+    async def _describe_namespace(self) -> int | None:
+        assert self.service is not None
+        try:
+            response = await self.service.call(
+                "DescribeNamespace", DescribeNamespaceRequest(namespace=self.service.namespace)
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                raise WorkerConfigError(
+                    f"Namespace {self.service.namespace!r} does not exist on "
+                    f"{self.service.target}: create it (temporal operator namespace create) "
+                    "or connect the client to the right namespace"
+                ) from err
+            raise PoolError(
+                f"Cannot reach the Temporal server at {self.service.target}: "
+                f"{describe_rpc_error(err)}"
+            ) from err
+        limit = response.namespace_info.limits.blob_size_limit_error
+        return int(limit) or None
+
+    async def _start_shared_state(self) -> Any:
+        assert self.pool is not None
+        if self._shared_state is None:
+            from shared_state import SharedStateManager as OurManager
+
+            # Starting the manager's server process takes a few hundred ms.
+            self._shared_state = await asyncio.get_running_loop().run_in_executor(
+                None, OurManager.create
+            )
+            self._owns_shared_state = True
+        manager = self._shared_state
+        loop = asyncio.get_running_loop()
+        if hasattr(manager, "add_error_listener"):
+
+            def on_error(err: BaseException) -> None:
+                lost = SharedStateLostError(
+                    f"The shared state manager (heartbeat channel) failed: {err}. The worker "
+                    "stops rather than run activities whose heartbeats go nowhere."
+                )
+                loop.call_soon_threadsafe(self.fail, lost)
+
+            manager.add_error_listener(on_error)
+        if hasattr(manager, "heartbeat_sender"):
+            return manager.heartbeat_sender()
+        # Any temporalio SharedStateManager: one registration yields its sender.
+        probe = b"__pool_sender_probe__"
+        sender = await manager.register_heartbeater(probe, lambda *details: None)
+        await manager.unregister_heartbeater(probe)
+        return sender
+
+    async def run(self) -> None:
+        """Poll and dispatch until shutdown; raises the fatal error if one happens."""
+        assert self.poller is not None and self._fatal is not None
+        self._poller_task = asyncio.create_task(self.poller.run(), name="activity-poller")
+        done, _ = await asyncio.wait(
+            [self._poller_task, self._fatal], return_when=asyncio.FIRST_COMPLETED
+        )
+        if self._fatal in done:
+            raise self._fatal.result()
+        error = self._poller_task.exception()
+        if error is not None:
+            raise error
+
+    async def shutdown(self, graceful: float) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+        if self._poller_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._poller_task
+        await self._send_shutdown_worker()
+        if self.dispatcher is not None:
+            self.dispatcher.begin_shutdown()
+            if not await self.dispatcher.wait_idle(graceful):
+                self.dispatcher.cancel_all_for_shutdown()
+                await self.dispatcher.wait_idle()
+            await self.dispatcher.heartbeats.close()
+        await self.close()
+
+    async def _send_shutdown_worker(self) -> None:
+        if self.service is None or self.poller is None:
+            return
+        request = ShutdownWorkerRequest(
+            namespace=self.service.namespace,
+            identity=self.service.identity,
+            worker_instance_key=self.poller.worker_instance_key,
+            task_queue=self._task_queue,
+            reason="graceful shutdown",
+            sticky_task_queue="",
+        )
+        request.task_queue_types.append(TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+        try:
+            await asyncio.wait_for(
+                self.service.call_once("ShutdownWorker", request, 5.0), timeout=6.0
+            )
+        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as err:
+            # Never retried; UNIMPLEMENTED / UNAVAILABLE are expected on some servers.
+            logger.debug("ShutdownWorker: %s", describe_rpc_error(err))
+
+    async def close(self) -> None:
+        """Stop the children, the shared state manager and the channel."""
+        if self.pool is not None and self.pool.started:
+            await self.pool.stop()
+        if self._owns_shared_state and self._shared_state is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._shared_state.shutdown)
+            self._shared_state = None
+        if self.service is not None:
+            await self.service.close()
