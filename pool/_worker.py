@@ -302,6 +302,7 @@ class Worker:
         self._started = False
         self._shutdown_requested = asyncio.Event()
         self._shutdown_complete = asyncio.Event()
+        self._ready = asyncio.Event()
         self._async_context_task: asyncio.Task[Any] | None = None
         self._async_context_run: asyncio.Task[None] | None = None
         self._async_context_error: BaseException | None = None
@@ -508,6 +509,7 @@ class Worker:
             self._shutdown_complete.set()
             raise
 
+        self._ready.set()
         tasks: dict[str, asyncio.Task[Any]] = {
             "shutdown": asyncio.create_task(self._shutdown_requested.wait()),
         }
@@ -595,6 +597,13 @@ class Worker:
                     current.cancel()
 
         self._async_context_run = asyncio.create_task(run())
+        # Unlike the stock worker, wait until the children are up (or start-up failed),
+        # so the block starts with a working pool and a bad option fails here.
+        ready = asyncio.create_task(self._ready.wait())
+        await asyncio.wait([ready, self._async_context_run], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._async_context_run.done() and self._async_context_error is not None:
+            raise self._async_context_error
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *args: Any) -> None:
