@@ -1,0 +1,122 @@
+"""Misbehaving activities for the supervision table (module level: they cross into
+child processes)."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from temporalio import activity
+
+_held: list[bytes] = []
+
+
+@activity.defn
+def exits_with_os_exit() -> None:
+    os._exit(3)
+
+
+@activity.defn
+def exits_with_sys_exit() -> None:
+    sys.exit(4)
+
+
+@activity.defn
+def kills_itself() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@activity.defn
+def segfaults() -> None:
+    faulthandler.disable()  # no dump on stderr
+    faulthandler._sigsegv()
+
+
+@activity.defn
+def returns_unpicklable() -> Any:
+    return threading.Lock()
+
+
+class LockedError(Exception):
+    def __init__(self) -> None:
+        super().__init__("an error holding a lock")
+        self.lock = threading.Lock()
+
+
+@activity.defn
+def raises_unpicklable() -> None:
+    raise LockedError()
+
+
+@activity.defn
+def returns_too_much() -> str:
+    return "x" * (3 * 1024 * 1024)  # over the dev server's 2 MiB blob limit
+
+
+@activity.defn
+def ignores_signals_forever() -> None:
+    """Blocks SIGTERM and the cancel signal, then spins: only SIGKILL stops it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
+    while True:
+        pass
+
+
+@activity.defn
+def ignores_cancellation(seconds: float) -> str:
+    """Swallows every CancelledError and keeps burning CPU."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.01)
+        except BaseException:  # deliberately misbehaving
+            continue
+    return "finished"
+
+
+@activity.defn
+def floods_output(megabytes: int) -> int:
+    chunk = "y" * 1023 + "\n"
+    for _ in range(megabytes * 1024):
+        sys.stdout.write(chunk)
+        sys.stderr.write(chunk)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return megabytes
+
+
+@activity.defn
+def allocate_and_hold(megabytes: int, hold: float) -> int:
+    _held.append(b"z" * (megabytes * 1024 * 1024))
+    time.sleep(hold)
+    return os.getpid()
+
+
+@activity.defn
+def pid_of_child() -> int:
+    return os.getpid()
+
+
+@activity.defn
+def burn(ms: int, n: int) -> list[int]:
+    """Burns CPU for ``ms`` milliseconds; returns [n, n*n]."""
+    deadline = time.process_time() + ms / 1000
+    while time.process_time() < deadline:
+        pass
+    return [n, n * n]
+
+
+@activity.defn
+def timed_cancel_probe(ready_path: str) -> float:
+    """Spins until cancelled; returns when CancelledError landed (CLOCK_MONOTONIC)."""
+    try:
+        with open(ready_path, "w") as f:
+            f.write("spinning")
+        while True:
+            pass
+    except BaseException:  # the cancel itself
+        return time.monotonic()

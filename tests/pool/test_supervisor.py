@@ -1,0 +1,268 @@
+"""The ProcessPool on its own (no server): crash isolation, replacement, cancel
+latency, recycling, crash loops, memory limits. Pure decisions are tested as
+plain functions."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import os
+import signal
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import psutil
+import pytest
+import temporalio.activity
+import temporalio.common
+import temporalio.converter
+from temporalio.api.failure.v1 import Failure
+
+import pool
+from pool._supervisor import after_task, is_crash_loop, memory_verdict
+from runner import ActivitySpec, RunTask
+from tests.helpers import async_assert_eventually
+from tests.pool import _bad_activities as B
+
+ACTIVITIES = {
+    name: ActivitySpec(fn=getattr(B, name), no_thread_cancel_exception=False)
+    for name in (
+        "exits_with_os_exit",
+        "segfaults",
+        "pid_of_child",
+        "burn",
+        "timed_cancel_probe",
+        "ignores_signals_forever",
+        "allocate_and_hold",
+        "ignores_cancellation",
+    )
+}
+
+
+def _info(activity_type: str) -> temporalio.activity.Info:
+    now = datetime.now(timezone.utc)
+    return temporalio.activity.Info(
+        activity_id="1",
+        activity_type=activity_type,
+        attempt=1,
+        current_attempt_scheduled_time=now,
+        heartbeat_details=[],
+        heartbeat_timeout=None,
+        is_local=False,
+        namespace="default",
+        schedule_to_close_timeout=None,
+        scheduled_time=now,
+        start_to_close_timeout=None,
+        started_time=now,
+        task_queue="q",
+        task_token=os.urandom(16),
+        workflow_id="wf",
+        workflow_namespace="default",
+        workflow_run_id="run",
+        workflow_type="WF",
+        priority=temporalio.common.Priority.default,
+        retry_policy=None,
+    )
+
+
+class _Pool:
+    """A started ProcessPool plus a counter of task ids and the fatal errors seen."""
+
+    def __init__(self, processes: int = 2, **config: Any) -> None:
+        self.pool = pool.ProcessPool(processes, config=pool.PoolConfig(**config))
+        self.fatal: list[BaseException] = []
+        self.ids = iter(range(1, 1_000_000))
+
+    async def __aenter__(self) -> _Pool:
+        await self.pool.start(
+            activities=ACTIVITIES,
+            converter=temporalio.converter.DataConverter.default,
+            heartbeat_sender=None,
+            on_fatal=self.fatal.append,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pool.stop()
+
+    async def start(self, name: str, *args: Any) -> tuple[int, int, asyncio.Future]:
+        task_id = next(self.ids)
+        await self.pool.reserve()
+        pid, future = await self.pool.run(
+            RunTask(
+                task_id=task_id,
+                activity_type=name,
+                args=args,
+                info=_info(name),
+                heartbeat_interval=30.0,
+            )
+        )
+        return task_id, pid, future
+
+    async def run(self, name: str, *args: Any):
+        _, _, future = await self.start(name, *args)
+        return await future
+
+
+async def test_children_start_and_run_tasks():
+    async with _Pool(2) as p:
+        assert len(p.pool.pids) == 2
+        done = await p.run("burn", 10, 7)
+        assert done.outcome == "completed" and done.value == [7, 49]
+        assert done.cpu_seconds >= 0.009
+        assert repr(p.pool).startswith("<ProcessPool [Children: 2 alive")
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("exits_with_os_exit", "exit code 3"),
+        ("segfaults", "SIGSEGV"),
+    ],
+)
+async def test_a_crash_fails_only_that_task_and_is_replaced(name, fragment):
+    async with _Pool(2) as p:
+        _, other_pid, other = await p.start("burn", 300, 2)
+        _, pid, crashing = await p.start(name)
+        with pytest.raises(pool.ChildProcessDied, match=fragment) as info:
+            await crashing
+        assert info.value.pid == pid and info.value.activity_type == name
+        assert (await other).value == [2, 4]  # the neighbour was not disturbed
+        await async_assert_eventually(lambda: len(p.pool.pids) == 2 and pid not in p.pool.pids)
+        assert other_pid in p.pool.pids
+        assert p.pool.snapshot().deaths == 1
+        assert (await p.run("burn", 1, 3)).value == [3, 9]
+
+
+async def test_an_idle_child_that_dies_is_replaced():
+    async with _Pool(2) as p:
+        victim = p.pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        await async_assert_eventually(
+            lambda: len(p.pool.pids) == 2 and victim not in p.pool.pids and p.pool.free() == 2
+        )
+        snapshot = p.pool.snapshot()
+        assert snapshot.deaths == 1 and len(snapshot.replacement_seconds) == 1
+        assert snapshot.replacement_seconds[0] < 1.0
+
+
+async def test_cancel_raises_inside_the_child_within_100ms(tmp_path):
+    ready = tmp_path / "ready"
+    async with _Pool(1) as p:
+        task_id, pid, future = await p.start("timed_cancel_probe", str(ready))
+        await async_assert_eventually(ready.exists)
+        sent = time.monotonic()
+        p.pool.cancel(pid, task_id, temporalio.activity.ActivityCancellationDetails(), "test")
+        done = await future
+        assert done.outcome == "completed"  # the probe catches the cancel and returns
+        assert 0 <= done.value - sent < 0.1, done.value - sent
+
+
+async def test_a_child_that_ignores_cancellation_is_killed_after_the_grace():
+    async with _Pool(1, cancel_grace=0.3, kill_escalation=0.1) as p:
+        task_id, pid, future = await p.start("ignores_signals_forever")
+        sent = time.monotonic()
+        p.pool.cancel(pid, task_id, temporalio.activity.ActivityCancellationDetails(), "test")
+        with pytest.raises(pool.ChildKilled, match="cancel_grace"):
+            await future
+        assert time.monotonic() - sent < 0.3 + 0.1 + 0.5
+        await async_assert_eventually(lambda: pid not in p.pool.pids and len(p.pool.pids) == 1)
+        assert p.pool.snapshot().kills == 1 and p.pool.snapshot().deaths == 0
+
+
+async def test_recycling_by_task_count_fails_no_task():
+    async with _Pool(1, max_tasks_per_child=2) as p:
+        pids = [(await p.run("pid_of_child")).value for _ in range(5)]
+        assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+        assert p.pool.snapshot().recycles == 2
+
+
+async def test_recycling_by_memory_after_the_task():
+    limit = 150 * 1024 * 1024
+    async with _Pool(1, max_memory_per_child=limit, memory_check_interval=0.05) as p:
+        first = (await p.run("allocate_and_hold", 200, 0.3)).value
+        await async_assert_eventually(lambda: first not in p.pool.pids and len(p.pool.pids) == 1)
+        second = (await p.run("pid_of_child")).value
+        assert second != first
+        assert p.pool.snapshot().recycles == 1
+
+
+async def test_hard_memory_limit_kills_the_task():
+    async with _Pool(
+        1,
+        max_memory_per_child=100 * 1024 * 1024,
+        hard_memory_per_child=150 * 1024 * 1024,
+        memory_check_interval=0.05,
+    ) as p:
+        with pytest.raises(pool.ChildMemoryExceeded, match="hard_memory_per_child"):
+            await p.run("allocate_and_hold", 300, 30)
+
+
+async def test_a_crash_loop_becomes_a_fatal_error():
+    async with _Pool(1, crash_loop_max_deaths=2) as p:
+        for _ in range(3):
+            with pytest.raises(pool.ChildProcessDied):
+                await p.run("exits_with_os_exit")
+            if p.fatal:
+                break
+        assert len(p.fatal) == 1 and isinstance(p.fatal[0], pool.CrashLoopError)
+        assert "3 child processes died" in str(p.fatal[0])
+
+
+async def test_stop_leaves_no_child():
+    async with _Pool(2) as p:
+        pids = list(p.pool.pids)
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+# -- pure decisions ------------------------------------------------------------------------
+
+
+def test_after_task_decision():
+    config = pool.PoolConfig(max_tasks_per_child=3, max_memory_per_child=100)
+    assert after_task(2, 50, config) is None
+    assert "max_tasks_per_child" in after_task(3, 50, config)
+    assert "max_memory_per_child" in after_task(1, 101, config)
+    assert after_task(10**6, 10**12, pool.PoolConfig()) is None
+
+
+def test_memory_verdict():
+    config = pool.PoolConfig(max_memory_per_child=100, hard_memory_per_child=200)
+    assert memory_verdict(50, True, config) is None
+    assert memory_verdict(150, True, config) == "recycle"
+    assert memory_verdict(250, True, config) == "kill"
+    assert memory_verdict(250, False, config) == "recycle"
+
+
+def test_crash_loop_window():
+    config = pool.PoolConfig(crash_loop_max_deaths=2, crash_loop_window=10)
+    deaths = collections.deque([0.0, 5.0, 9.0])
+    assert is_crash_loop(deaths, 9.5, config)
+    assert not is_crash_loop(deaths, 14.0, config)  # 0.0 fell out of the window
+    assert list(deaths) == [5.0, 9.0]
+
+
+def test_pool_config_validation():
+    with pytest.raises(pool.WorkerConfigError, match="processes"):
+        pool.PoolConfig(processes=0)
+    with pytest.raises(pool.WorkerConfigError, match="start_method"):
+        pool.PoolConfig(start_method="fork")  # type: ignore[arg-type]
+    with pytest.raises(pool.WorkerConfigError, match="hard_memory_per_child"):
+        pool.PoolConfig(max_memory_per_child=10, hard_memory_per_child=5)
+    assert dataclasses.replace(pool.PoolConfig(), processes=3).size == 3
+
+
+def test_failure_is_built_in_the_child_with_a_stack_trace():
+    from runner._child import _failure_bytes
+
+    try:
+        raise ValueError("nope")
+    except ValueError as err:
+        data = _failure_bytes(temporalio.converter.DataConverter.default, err)
+    failure = Failure.FromString(data)
+    assert failure.message == "nope"
+    assert failure.application_failure_info.type == "ValueError"
+    assert "test_failure_is_built_in_the_child" in failure.stack_trace
