@@ -3,15 +3,18 @@ child processes)."""
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import os
 import signal
 import sys
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
-from temporalio import activity
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
 
 _held: list[bytes] = []
 
@@ -120,3 +123,44 @@ def timed_cancel_probe(ready_path: str) -> float:
             pass
     except BaseException:  # the cancel itself
         return time.monotonic()
+
+
+@workflow.defn
+class RunBounded:
+    """One activity with a given start-to-close timeout and attempt count."""
+
+    @workflow.run
+    async def run(self, name: str, args: list, start_to_close: float, attempts: int) -> Any:
+        return await workflow.execute_activity(
+            name,
+            args=args,
+            start_to_close_timeout=timedelta(seconds=start_to_close),
+            retry_policy=RetryPolicy(
+                maximum_attempts=attempts,
+                initial_interval=timedelta(milliseconds=50),
+                backoff_coefficient=1.0,
+            ),
+        )
+
+
+@workflow.defn
+class BurnFanOut:
+    """``count`` burn activities of ``ms`` each, retried quickly (for chaos tests)."""
+
+    @workflow.run
+    async def run(self, count: int, ms: int) -> list:
+        return list(
+            await asyncio.gather(
+                *[
+                    workflow.execute_activity(
+                        "burn",
+                        args=[ms, i],
+                        start_to_close_timeout=timedelta(seconds=30),
+                        retry_policy=RetryPolicy(
+                            initial_interval=timedelta(milliseconds=50), backoff_coefficient=1.0
+                        ),
+                    )
+                    for i in range(count)
+                ]
+            )
+        )
