@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import temporalio.activity
@@ -51,7 +51,7 @@ from ._service import ActivityService, describe_rpc_error
 from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 from ._threads import ThreadCancelRaiser, run_in_thread
 
-__all__ = ["DispatchSettings", "Dispatcher", "cancel_outcome"]
+__all__ = ["DispatchSettings", "Dispatcher", "RunningTask", "cancel_outcome"]
 
 logger = logging.getLogger("pool.dispatcher")
 
@@ -92,6 +92,12 @@ class _Task:
     holder: Any = None
     thread_raiser: ThreadCancelRaiser | None = None
     async_task: asyncio.Task[Any] | None = None
+
+
+class RunningTask(NamedTuple):
+    token: bytes
+    activity_type: str
+    pid: int | None
 
 
 @dataclass
@@ -193,9 +199,9 @@ class Dispatcher:
     def outstanding(self) -> int:
         return len(self._running)
 
-    def running(self) -> list[tuple[str, int | None]]:
-        """(activity type, child pid or None) for every task in flight."""
-        return [(t.activity_type, t.pid) for t in self._tasks.values()]
+    def running(self) -> list[RunningTask]:
+        """Every task in flight: its token, activity type and child pid (None in-parent)."""
+        return [RunningTask(t.token, t.activity_type, t.pid) for t in self._tasks.values()]
 
     def __repr__(self) -> str:
         kinds = collections.Counter(t.kind for t in self._tasks.values())

@@ -484,6 +484,11 @@ class Worker:
         return self._activity_side.pool if self._activity_side else None
 
     @property
+    def shared_state_manager(self) -> SharedStateManager | None:
+        """The manager carrying heartbeats from the children (created when not given)."""
+        return self._activity_side.shared_state if self._activity_side else None
+
+    @property
     def dispatcher(self) -> Dispatcher | None:
         return self._activity_side.dispatcher if self._activity_side else None
 
@@ -674,6 +679,10 @@ class _ActivitySide:
         if self.dispatcher is not None:
             parts.append(repr(self.dispatcher))
         return " ".join(parts)
+
+    @property
+    def shared_state(self) -> Any:
+        return self._shared_state
 
     def replace_client(self, client: temporalio.client.Client) -> None:
         self._client = client

@@ -129,14 +129,14 @@ async def test_cancelled_activity_that_ignores_it_is_killed_and_reported(client,
             return worker.dispatcher.outstanding == 1
 
         await async_assert_eventually(running, timeout=30)
-        pid = worker.dispatcher.running()[0][1]
+        [running_task] = worker.dispatcher.running()
+        pid = running_task.pid
         await handle.signal(H.CancelAfterSignal.cancel)
         # ignores_cancellation never heartbeats, so the cancel request cannot reach it
         # through a heartbeat; the local start-to-close deadline is 60 s. Cancel it from
         # the worker side as a heartbeat answer would:
-        token = next(iter(worker.dispatcher._tasks))
         worker.dispatcher.cancel(
-            token,
+            running_task.token,
             __import__("temporalio").activity.ActivityCancellationDetails(cancel_requested=True),
             "test",
         )
@@ -167,7 +167,7 @@ async def test_chaos_sigkill_children_under_load(client, task_queue):
         for _ in range(6):  # bounded: at most 6 kills
             if done.done():
                 break
-            busy = [pid for _, pid in worker.dispatcher.running() if pid]
+            busy = [task.pid for task in worker.dispatcher.running() if task.pid]
             if busy:
                 victim = rng.choice(busy)
                 os.kill(victim, signal.SIGKILL)

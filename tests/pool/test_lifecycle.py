@@ -1,0 +1,115 @@
+"""Fatal errors and shutdown: nothing is lost, nothing hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from datetime import timedelta
+
+import pytest
+
+import pool
+from tests.helpers import async_assert_eventually
+from tests.pool import _activities as A
+from tests.pool import _bad_activities as B
+from tests.pool import _hb_activities as H
+
+
+def _wf_id() -> str:
+    return f"wf-{uuid.uuid4().hex[:10]}"
+
+
+async def _failures(handle) -> list:
+    return [
+        event.activity_task_failed_event_attributes.failure
+        async for event in handle.fetch_history_events()
+        if event.HasField("activity_task_failed_event_attributes")
+    ]
+
+
+async def test_unfinished_activities_are_handed_back_as_worker_shutdown(client, task_queue):
+    worker = pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[A.sleep_then_return],
+        workflows=[A.RunOne],
+        processes=1,
+        graceful_shutdown_timeout=timedelta(seconds=0.3),
+    )
+    run = asyncio.create_task(worker.run())
+    handle = await client.start_workflow(
+        A.RunOne.run, args=["sleep_then_return", [60, "late"]], id=_wf_id(), task_queue=task_queue
+    )
+    await async_assert_eventually(lambda: worker.dispatcher and worker.dispatcher.outstanding == 1)
+    await worker.shutdown()
+    await run
+    [failure] = await _failures(handle)
+    assert failure.application_failure_info.type == "WorkerShutdown"
+    assert not failure.application_failure_info.non_retryable
+    await handle.terminate()
+
+
+async def test_losing_the_shared_state_manager_is_a_fatal_error(client, task_queue):
+    fatal: list[BaseException] = []
+
+    async def on_fatal(err: BaseException) -> None:
+        fatal.append(err)
+
+    worker = pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[H.tight_heartbeats],
+        workflows=[H.RunWithOptions],
+        processes=1,
+        on_fatal_error=on_fatal,
+    )
+    run = asyncio.create_task(worker.run())
+    handle = await client.start_workflow(
+        H.RunWithOptions.run,
+        args=["tight_heartbeats", [30.0], 2.0, 1],
+        id=_wf_id(),
+        task_queue=task_queue,
+    )
+    await async_assert_eventually(lambda: worker.dispatcher and worker.dispatcher.outstanding == 1)
+    os.kill(worker.shared_state_manager.pid, signal.SIGKILL)
+    with pytest.raises(pool.SharedStateLostError, match="heartbeat channel"):
+        await asyncio.wait_for(run, timeout=60)
+    assert len(fatal) == 1 and isinstance(fatal[0], pool.SharedStateLostError)
+    assert worker.is_shutdown
+    await handle.terminate()
+
+
+async def test_a_crash_loop_fails_the_worker(client, task_queue):
+    worker = pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[B.exits_with_os_exit],
+        workflows=[B.RunBounded],
+        pool_config=pool.PoolConfig(processes=1, crash_loop_max_deaths=2),
+    )
+    run = asyncio.create_task(worker.run())
+    handle = await client.start_workflow(
+        B.RunBounded.run, args=["exits_with_os_exit", [], 30, 0], id=_wf_id(), task_queue=task_queue
+    )
+    with pytest.raises(pool.CrashLoopError, match="Crash loop"):
+        await asyncio.wait_for(run, timeout=60)
+    await handle.terminate()
+
+
+async def test_children_ignore_sigint(client, task_queue):
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[B.pid_of_child],
+        workflows=[B.RunBounded],
+        processes=1,
+    ) as worker:
+        [pid] = worker.process_pool.pids
+        os.kill(pid, signal.SIGINT)
+        answered = await client.execute_workflow(
+            B.RunBounded.run, args=["pid_of_child", [], 30, 1], id=_wf_id(), task_queue=task_queue
+        )
+        assert answered == pid
+        assert worker.process_pool.snapshot().deaths == 0
