@@ -62,9 +62,12 @@ def returns_too_much() -> str:
 
 
 @activity.defn
-def ignores_signals_forever() -> None:
+def ignores_signals_forever(ready_path: str = "") -> None:
     """Blocks SIGTERM and the cancel signal, then spins: only SIGKILL stops it."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
+    if ready_path:
+        with open(ready_path, "w") as f:
+            f.write("blocking")
     while True:
         pass
 

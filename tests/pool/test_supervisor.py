@@ -160,9 +160,11 @@ async def test_cancel_raises_inside_the_child_within_100ms(tmp_path):
         assert 0 <= done.value - sent < 0.1, done.value - sent
 
 
-async def test_a_child_that_ignores_cancellation_is_killed_after_the_grace():
+async def test_a_child_that_ignores_cancellation_is_killed_after_the_grace(tmp_path):
+    ready = tmp_path / "ready"
     async with _Pool(1, cancel_grace=0.3, kill_escalation=0.1) as p:
-        task_id, pid, future = await p.start("ignores_signals_forever")
+        task_id, pid, future = await p.start("ignores_signals_forever", str(ready))
+        await async_assert_eventually(ready.exists)
         sent = time.monotonic()
         p.pool.cancel(pid, task_id, temporalio.activity.ActivityCancellationDetails(), "test")
         with pytest.raises(pool.ChildKilled, match="cancel_grace"):
