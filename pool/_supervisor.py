@@ -35,6 +35,7 @@ from runner import (
     ActivitySpec,
     CancelTask,
     ChildBroken,
+    ChildLog,
     ChildReady,
     ChildSpec,
     RunTask,
@@ -472,6 +473,8 @@ class ProcessPool:
             self._on_task_done(child, msg)
         elif isinstance(msg, ChildReady):
             self._on_ready(child)
+        elif isinstance(msg, ChildLog):
+            _emit_child_record(msg.record)
         elif isinstance(msg, ChildBroken):
             self._on_fatal(ChildBrokenError(msg.pid, msg.reason))
 
@@ -656,6 +659,14 @@ class ProcessPool:
                 continue
             child.peak_rss = max(child.peak_rss, child.rss)
             child.cpu_seconds = times.user + times.system
+
+
+def _emit_child_record(fields: dict[str, Any]) -> None:
+    """Hand a child's log record to this process's handlers, as if logged here."""
+    record = logging.makeLogRecord(fields)
+    target = logging.getLogger(record.name)
+    if target.isEnabledFor(record.levelno):
+        target.handle(record)
 
 
 def _index(child: _Child) -> int:

@@ -35,6 +35,7 @@ from ._messages import (
     ActivitySpec,
     CancelTask,
     ChildBroken,
+    ChildLog,
     ChildReady,
     ChildSpec,
     RunTask,
@@ -148,6 +149,87 @@ class _Current:
     raise_enabled: bool
 
 
+class _PipeWriter:
+    """Writes whole messages to the task pipe from any thread.
+
+    A lock keeps messages from interleaving; in the main thread the cancel signal
+    is blocked during the write, so a ``CancelledError`` raised by its handler can
+    never cut a message in half (it lands right after the write instead).
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._main = threading.main_thread()
+
+    def send(self, data: bytes) -> None:
+        in_main = threading.current_thread() is self._main
+        if in_main:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {_CANCEL_SIGNAL})
+        try:
+            with self._lock:
+                self._conn.send_bytes(data)
+        finally:
+            if in_main:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {_CANCEL_SIGNAL})
+
+
+_RECORD_DROP = ("args", "exc_info", "msg")
+
+
+def _activity_fields() -> dict[str, Any] | None:
+    if not temporalio.activity.in_activity():
+        return None
+    info = temporalio.activity.info()
+    return {
+        "activity_id": info.activity_id,
+        "activity_type": info.activity_type,
+        "attempt": info.attempt,
+        "namespace": info.namespace,
+        "task_queue": info.task_queue,
+        "workflow_id": info.workflow_id,
+        "workflow_run_id": info.workflow_run_id,
+        "workflow_type": info.workflow_type,
+    }
+
+
+class _PipeLogHandler(logging.Handler):
+    """Sends every record to the parent, whose own handlers format and write it.
+
+    Records carry ``child_pid`` and, inside an activity, ``temporal_activity`` (the
+    same keys temporalio's ``activity.logger`` adds)."""
+
+    def __init__(self, writer: _PipeWriter) -> None:
+        super().__init__()
+        self._writer = writer
+        self._formatter = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = dict(record.__dict__)
+            fields["msg"] = record.getMessage()
+            fields["args"] = None
+            if record.exc_info:
+                fields["exc_text"] = self._formatter.formatException(record.exc_info)
+            fields["exc_info"] = None
+            fields["child_pid"] = os.getpid()
+            if "temporal_activity" not in fields:
+                activity_fields = _activity_fields()
+                if activity_fields is not None:
+                    fields["temporal_activity"] = activity_fields
+            try:
+                data = dumps(ChildLog(record=fields))
+            except Exception:
+                safe = {
+                    k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+                    for k, v in fields.items()
+                }
+                data = dumps(ChildLog(record=safe))
+            self._writer.send(data)
+        except Exception:
+            self.handleError(record)
+
+
 class _Child:
     def __init__(self, spec: ChildSpec, task_conn: Any, ctrl_conn: Any) -> None:
         self._spec = spec
@@ -162,6 +244,7 @@ class _Child:
         self._lock = threading.Lock()
         self._main_ident = threading.get_ident()
         self._shipper = _Shipper(spec.heartbeat_sender, self._heartbeat_failed)
+        self.writer = _PipeWriter(task_conn)
 
     # -- set-up ---------------------------------------------------------------
 
@@ -222,7 +305,7 @@ class _Child:
     # -- task loop ----------------------------------------------------------------
 
     def serve(self) -> None:
-        self._task_conn.send_bytes(dumps(ChildReady(pid=os.getpid())))
+        self.writer.send(dumps(ChildReady(pid=os.getpid())))
         while True:
             try:
                 data = self._task_conn.recv_bytes()
@@ -233,7 +316,7 @@ class _Child:
             except Exception as err:
                 # A task whose arguments cannot be rebuilt here: fail it, live on.
                 # Its id is unreadable too; -1 means "the task this child runs".
-                self._task_conn.send_bytes(
+                self.writer.send(
                     dumps(
                         TaskDone(
                             task_id=-1,
@@ -260,7 +343,7 @@ class _Child:
                 payload = dumps(done)
             except Exception as err:
                 payload = dumps(_unpicklable_result(self._converter, done, err))
-            self._task_conn.send_bytes(payload)
+            self.writer.send(payload)
 
     def run(self, task: RunTask) -> TaskDone:
         # The parent only sends registered types; "" is the dynamic activity.
@@ -412,9 +495,13 @@ def child_main(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any) -> None:
     """Entry point of a child process (the target of ``Process``)."""
     _die_with_parent()
     spec: ChildSpec = loads(spec_bytes)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=spec.log_level)
     child = _Child(spec, task_conn, ctrl_conn)
+    # Every record goes to the parent's handlers (and is printed once, there).
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_PipeLogHandler(child.writer))
+    root.setLevel(spec.log_level)
     child.install_signals()
     child.listen()
     try:
@@ -422,7 +509,7 @@ def child_main(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any) -> None:
     except BaseException as err:
         reason = "".join(traceback.format_exception_only(err)).strip()
         try:
-            task_conn.send_bytes(dumps(ChildBroken(pid=os.getpid(), reason=reason)))
+            child.writer.send(dumps(ChildBroken(pid=os.getpid(), reason=reason)))
         finally:
             os._exit(EXIT_BROKEN)
     child.serve()

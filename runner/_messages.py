@@ -8,8 +8,8 @@ for plain data while still handling values defined in ``__main__``.
 Two pipes per child:
 
 * the task pipe (duplex): parent -> child ``RunTask`` / ``Stop``;
-  child -> parent ``ChildReady`` / ``TaskDone``. Only the child's main thread
-  reads and writes its end.
+  child -> parent ``ChildReady`` / ``TaskDone`` / ``ChildLog``. Only the child's
+  main thread reads it; writes take a lock (log records come from any thread).
 * the control pipe (parent -> child): ``CancelTask`` / ``WorkerShutdown``, read
   by the child's listener thread, so cancellation reaches a busy child. Its EOF
   tells the child that the parent is gone.
@@ -28,6 +28,7 @@ __all__ = [
     "ActivitySpec",
     "CancelTask",
     "ChildBroken",
+    "ChildLog",
     "ChildReady",
     "ChildSpec",
     "Outcome",
@@ -106,6 +107,14 @@ class ChildBroken:
 
     pid: int
     reason: str
+
+
+@dataclass(frozen=True)
+class ChildLog:
+    """A log record from the child (``LogRecord.__dict__``, made picklable), for the
+    parent's handlers."""
+
+    record: dict[str, Any]
 
 
 Outcome = Literal["completed", "failed", "cancelled", "complete_async"]

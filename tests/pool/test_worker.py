@@ -341,3 +341,19 @@ async def test_replacing_the_client_moves_the_worker(client, dev_server, task_qu
         assert worker.client is other
         value, _ = await _run_one(client, task_queue, "pid_and_square", 12)
         assert value == 144
+
+
+async def test_child_log_records_reach_the_parent_with_context(client, task_queue, caplog):
+    caplog.set_level(logging.INFO)
+    async with pool.Worker(
+        client, task_queue=task_queue, activities=[A.describe_info], workflows=[A.RunOne]
+    ):
+        info = await _run_one(client, task_queue, "describe_info")
+
+    def from_child():
+        return [r for r in caplog.records if r.getMessage().startswith("describing info")]
+
+    [record] = from_child()
+    assert record.child_pid == info["in_child"] != os.getpid()
+    assert record.temporal_activity["activity_type"] == "describe_info"
+    assert record.temporal_activity["workflow_id"]
