@@ -47,6 +47,7 @@ from runner import RunTask, TaskDone, _context
 from ._codec import encode_failure_payloads, encode_payloads
 from ._errors import ChildProcessDied
 from ._heartbeats import HeartbeatManager, throttle_interval
+from ._poller import Slots
 from ._service import ActivityService, describe_rpc_error
 from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 from ._threads import ThreadCancelRaiser, run_in_thread
@@ -166,6 +167,7 @@ class Dispatcher:
         shared_state: Any,
         release_slot: Callable[[], None],
         metric_meter: temporalio.common.MetricMeter | None,
+        type_limits: Mapping[str, int] | None = None,
     ) -> None:
         self._service = service
         self._settings = settings
@@ -178,6 +180,8 @@ class Dispatcher:
         self._shared_state = shared_state
         self._release_slot = release_slot
         self._metric_meter = metric_meter
+        # Per-activity-type concurrency limits: a semaphore per limited type.
+        self._type_slots = {name: Slots(limit) for name, limit in (type_limits or {}).items()}
         self._ids = itertools.count(1)
         self._tasks: dict[bytes, _Task] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -484,21 +488,43 @@ class Dispatcher:
                 self._arm_timer(
                     task, "heartbeat", info.heartbeat_timeout.total_seconds(), "heartbeat timeout"
                 )
+            type_slots = self._type_slots.get(task.activity_type)
+            if type_slots is not None:
+                # From here on this task holds one of its type's slots (released below).
+                reserved_child = await self._wait_for_type_slot(task, type_slots, reserved_child)
             if self._shutdown_cancelling and task.cancel is None:
                 task.cancel = Details(worker_shutdown=True)
                 task.cancel_reason = "the worker is shutting down"
             started = time.monotonic()
             try:
                 if kind == "process":
-                    reserved_child = False  # run() consumes it
-                    return await self._run_in_child(task, info, args, dc)
+                    reserved, reserved_child = reserved_child, False  # run() consumes it
+                    return await self._run_in_child(task, info, args, dc, reserved)
                 return await self._run_in_parent(task, defn, info, args, dc)
             finally:
                 self.run_seconds.append((task.activity_type, time.monotonic() - started))
+                if type_slots is not None:
+                    type_slots.release()
         finally:
             if reserved_child:
                 assert self._pool is not None
                 self._pool.unreserve()
+
+    async def _wait_for_type_slot(self, task: _Task, type_slots: Slots, reserved: bool) -> bool:
+        """Take a slot of the task's activity type; returns whether a child is reserved.
+
+        A task of a type at its limit waits here (its start-to-close clock runs), and
+        gives its child back meanwhile so other activity types keep every core busy.
+        Once it may run, it takes the next idle child ahead of the pollers' promises.
+        """
+        if type_slots.used < type_slots.size:
+            await type_slots.acquire()
+            return reserved
+        if reserved and self._pool is not None:
+            self._pool.unreserve()
+        logger.debug("%s waits: its activity_type_limits is reached", task.activity_type)
+        await type_slots.acquire()
+        return False
 
     def _build_info(
         self, resp: PollActivityTaskQueueResponse, token: bytes, heartbeat_details: list[Any]
@@ -536,6 +562,7 @@ class Dispatcher:
         info: temporalio.activity.Info,
         args: list[Any],
         dc: temporalio.converter.DataConverter,
+        reserved: bool,
     ) -> _Outcome:
         assert self._pool is not None and self._shared_state is not None
         loop = asyncio.get_running_loop()
@@ -555,7 +582,7 @@ class Dispatcher:
                 heartbeat_interval=task.throttle,
             )
             try:
-                pid, future = await self._pool.run(run)
+                pid, future = await self._pool.run(run, reserved=reserved)
             except TaskTransferError as err:
                 return await self._failed(
                     task,

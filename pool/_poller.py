@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
 from google.protobuf.wrappers_pb2 import DoubleValue
 from temporalio.api.common.v1 import WorkerVersionCapabilities
 from temporalio.api.enums.v1 import TaskQueueKind
@@ -29,7 +30,15 @@ from ._errors import PoolError
 from ._service import POLL_DEADLINE, ActivityService, poll_with_retry
 from ._supervisor import ProcessPool
 
-__all__ = ["PollSettings", "Poller", "RateLimiter", "Slots"]
+__all__ = [
+    "PollSettings",
+    "Poller",
+    "RateLimiter",
+    "ResourceSlots",
+    "ResourceTargets",
+    "Slots",
+    "resources_allow",
+]
 
 logger = logging.getLogger("pool.poller")
 
@@ -62,6 +71,65 @@ class Slots:
             if not waiter.done():
                 waiter.set_result(None)
                 break
+
+
+@dataclass(frozen=True)
+class ResourceTargets:
+    """A resource-based slot supplier's settings (from temporalio's tuner)."""
+
+    minimum: int
+    maximum: int
+    ramp_throttle: float
+    target_memory: float  # 0..1 of system memory
+    target_cpu: float  # 0..1 of all cores
+
+
+def resources_allow(
+    used: int, since_last_grant: float, memory: float, cpu: float, targets: ResourceTargets
+) -> bool:
+    """Whether one more slot may be handed out now (pure; the caller samples psutil)."""
+    if used < targets.minimum:
+        return True
+    if used >= targets.maximum or since_last_grant < targets.ramp_throttle:
+        return False
+    return memory < targets.target_memory and cpu < targets.target_cpu
+
+
+class ResourceSlots(Slots):
+    """Slots handed out while system CPU and memory stay under their targets.
+
+    A slot is only granted when a task could start at once, so the poller never
+    takes a task the machine cannot run now. Usage is sampled with psutil while
+    somebody waits (every ``SAMPLE_INTERVAL``): there is no event for "the CPU
+    calmed down".
+    """
+
+    SAMPLE_INTERVAL = 0.1
+
+    def __init__(self, targets: ResourceTargets) -> None:
+        super().__init__(targets.maximum)
+        self.targets = targets
+        self._last_grant = 0.0
+        psutil.cpu_percent(interval=None)  # prime the CPU counter
+
+    def __repr__(self) -> str:
+        return (
+            f"<ResourceSlots [{self.used} used | cpu < {self.targets.target_cpu:.0%}, "
+            f"memory < {self.targets.target_memory:.0%}, max {self.targets.maximum}]>"
+        )
+
+    def _allowed(self) -> bool:
+        memory = psutil.virtual_memory().percent / 100
+        cpu = psutil.cpu_percent(interval=None) / 100
+        return resources_allow(
+            self.used, time.monotonic() - self._last_grant, memory, cpu, self.targets
+        )
+
+    async def acquire(self) -> None:
+        while not self._allowed():
+            await asyncio.sleep(self.SAMPLE_INTERVAL)
+        self.used += 1
+        self._last_grant = time.monotonic()
 
 
 class RateLimiter:

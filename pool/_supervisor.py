@@ -403,10 +403,18 @@ class ProcessPool:
         self._reserved -= 1
         self._notify()
 
-    async def run(self, task: RunTask) -> tuple[int, asyncio.Future[TaskDone]]:
-        """Start ``task`` on an idle child (uses one reservation). Returns (pid, future)."""
+    async def run(
+        self, task: RunTask, *, reserved: bool = True
+    ) -> tuple[int, asyncio.Future[TaskDone]]:
+        """Start ``task`` on an idle child. Returns (pid, future of its TaskDone).
+
+        ``reserved``: the caller holds a reservation from :meth:`reserve`, used up here.
+        Without one (a task that waited for its activity type's limit) the task takes
+        the next idle child ahead of the pollers' promises.
+        """
         assert self._loop is not None
-        self._reserved -= 1
+        if reserved:
+            self._reserved -= 1
         try:
             data = dumps(task)
         except Exception as err:

@@ -20,7 +20,7 @@ import inspect
 import logging
 import os
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -54,7 +54,14 @@ from runner import ActivitySpec
 from ._config import PoolConfig
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
-from ._poller import Poller, PollSettings, RateLimiter, Slots
+from ._poller import (
+    Poller,
+    PollSettings,
+    RateLimiter,
+    ResourceSlots,
+    ResourceTargets,
+    Slots,
+)
 from ._service import ActivityService, describe_rpc_error
 from ._supervisor import ProcessPool
 
@@ -78,18 +85,30 @@ class _ActivityPlan:
     has_sync: bool
     thread_executor: concurrent.futures.ThreadPoolExecutor | None
     pool: ProcessPool | None
-    slots: int
+    slots: Slots
     pollers: int
+    type_limits: dict[str, int]
 
 
-def _activity_slot_count(max_concurrent_activities: int | None, tuner: WorkerTuner | None) -> int:
+def _activity_slots(max_concurrent_activities: int | None, tuner: WorkerTuner | None) -> Slots:
     if tuner is not None:
         # The one place we read a tuner's activity supplier (private in temporalio).
         supplier = tuner._get_activity_task_slot_supplier()
         if isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
-            return supplier.num_slots
+            return Slots(supplier.num_slots)
         if isinstance(supplier, temporalio.worker.ResourceBasedSlotSupplier):
-            return supplier.slot_config.maximum_slots or 500
+            slot = supplier.slot_config
+            ramp = slot.ramp_throttle
+            return ResourceSlots(
+                ResourceTargets(
+                    # temporalio's defaults for activity slots: 1, 500, 50 ms.
+                    minimum=1 if slot.minimum_slots is None else slot.minimum_slots,
+                    maximum=slot.maximum_slots or 500,
+                    ramp_throttle=0.05 if ramp is None else ramp.total_seconds(),
+                    target_memory=supplier.tuner_config.target_memory_usage,
+                    target_cpu=supplier.tuner_config.target_cpu_usage,
+                )
+            )
         raise WorkerConfigError(
             f"tuner: the activity slot supplier {type(supplier).__name__} is not supported by "
             "pool.Worker; use WorkerTuner.create_fixed(...) or create_resource_based(...)"
@@ -99,8 +118,8 @@ def _activity_slot_count(max_concurrent_activities: int | None, tuner: WorkerTun
             raise WorkerConfigError(
                 f"max_concurrent_activities must be at least 1, got {max_concurrent_activities}"
             )
-        return max_concurrent_activities
-    return _DEFAULT_SLOTS
+        return Slots(max_concurrent_activities)
+    return Slots(_DEFAULT_SLOTS)
 
 
 def _plan_activities(
@@ -108,8 +127,9 @@ def _plan_activities(
     activity_executor: concurrent.futures.Executor | ProcessPool | None,
     processes: int | None,
     pool_config: PoolConfig | None,
-    slots: int,
+    slots: Slots,
     pollers: int,
+    type_limits: Mapping[str, int],
 ) -> _ActivityPlan:
     definitions: dict[str, temporalio.activity._Definition] = {}
     dynamic: temporalio.activity._Definition | None = None
@@ -171,6 +191,17 @@ def _plan_activities(
                     f"to send it to the child processes: {type(err).__name__}: {err}. Make it a "
                     "module-level function, or a closure / bound method over picklable state."
                 ) from err
+    for name, limit in type_limits.items():
+        if name not in definitions:
+            known = ", ".join(sorted(definitions)) or "(none)"
+            raise WorkerConfigError(
+                f"activity_type_limits names {name!r}, which is not a registered activity "
+                f"type; registered: {known}"
+            )
+        if limit < 1:
+            raise WorkerConfigError(
+                f"activity_type_limits[{name!r}] must be at least 1, got {limit}"
+            )
     return _ActivityPlan(
         definitions=definitions,
         dynamic=dynamic,
@@ -179,6 +210,7 @@ def _plan_activities(
         pool=pool,
         slots=slots,
         pollers=pollers,
+        type_limits=dict(type_limits),
     )
 
 
@@ -267,6 +299,7 @@ class Worker:
         # -- the pool's own options --
         processes: int | None = None,
         pool_config: PoolConfig | None = None,
+        activity_type_limits: Mapping[str, int] | None = None,
     ) -> None:
         self._config: dict[str, Any] = {
             k: v for k, v in locals().items() if k not in ("self", "__class__")
@@ -334,8 +367,9 @@ class Worker:
                 activity_executor,
                 processes,
                 pool_config,
-                _activity_slot_count(max_concurrent_activities, tuner),
+                _activity_slots(max_concurrent_activities, tuner),
                 _poller_count(max_concurrent_activity_task_polls, activity_task_poller_behavior),
+                activity_type_limits or {},
             )
             if max_activities_per_second is not None and max_activities_per_second <= 0:
                 raise WorkerConfigError("max_activities_per_second must be positive")
@@ -364,10 +398,10 @@ class Worker:
                     "local_timeout_buffer"
                 ),
             )
-        elif processes is not None or pool_config is not None:
+        elif processes is not None or pool_config is not None or activity_type_limits:
             raise WorkerConfigError(
-                "processes / pool_config were given but this worker runs no remote activities "
-                "(no activities, or no_remote_activities=True)"
+                "processes / pool_config / activity_type_limits were given but this worker "
+                "runs no remote activities (no activities, or no_remote_activities=True)"
             )
 
         # -- workflow side (temporalio's own worker) --
@@ -668,7 +702,7 @@ class _ActivitySide:
         self.service: ActivityService | None = None
         self.dispatcher: Dispatcher | None = None
         self.poller: Poller | None = None
-        self.slots = Slots(plan.slots)
+        self.slots = plan.slots
         self._fatal: asyncio.Future[BaseException] | None = None
         self._poller_task: asyncio.Task[None] | None = None
 
@@ -717,6 +751,7 @@ class _ActivitySide:
             shared_state=self._shared_state,
             release_slot=self.slots.release,
             metric_meter=None,
+            type_limits=self.plan.type_limits,
         )
         if self.pool is not None:
             dc = self._client.data_converter

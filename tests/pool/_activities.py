@@ -133,3 +133,22 @@ class FanOut:
                 ]
             )
         )
+
+
+def _record_typed(kind: str, path: str, hold: float) -> int:
+    with open(path, "a") as f:
+        f.write(f"+{kind}\n")
+    time.sleep(hold)
+    with open(path, "a") as f:
+        f.write(f"-{kind}\n")
+    return os.getpid()
+
+
+@activity.defn
+def render_video(path: str, hold: float) -> int:
+    return _record_typed("render", path, hold)
+
+
+@activity.defn
+def resize_image(path: str, hold: float) -> int:
+    return _record_typed("resize", path, hold)
