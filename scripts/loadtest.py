@@ -51,6 +51,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
+import statistics
 import sys
 import threading
 import time
@@ -586,12 +587,38 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "base": base["worker"],
                 "other": other["worker"],
                 "throughput": ratio(base["throughput"], other["throughput"]),
-                "cpu_efficiency": ratio(base["cpu_efficiency"], other["cpu_efficiency"]),
+                # Meaningless for workloads that hardly use the CPU (no-ops).
+                "cpu_efficiency": ratio(base["cpu_efficiency"], other["cpu_efficiency"])
+                if max(base["cpu_efficiency"], other["cpu_efficiency"]) >= 0.01
+                else None,
                 # < 1: the base is faster
                 "latency_p50": ratio(base["latency_s"]["p50"], other["latency_s"]["p50"]),
             }
         )
     return out
+
+
+def median_ratios(per_repeat: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Ratios paired within each repeat (same minute, same server), then their median."""
+    if len(per_repeat) == 1:
+        return per_repeat[0]
+    out = []
+    for i, first in enumerate(per_repeat[0]):
+        row: dict[str, Any] = {"base": first["base"], "other": first["other"]}
+        for key in ("throughput", "cpu_efficiency", "latency_p50"):
+            values = [rows[i][key] for rows in per_repeat if rows[i][key] is not None]
+            row[key] = statistics.median(values) if values else None
+            row[f"{key}_range"] = [min(values), max(values)] if values else None
+        out.append(row)
+    return out
+
+
+def representative(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (the lower one of two middles)."""
+    ordered = sorted(runs, key=lambda r: r["throughput"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["repeats"] = len(runs)
+    return chosen
 
 
 def targets(
@@ -699,13 +726,18 @@ def print_report(
             print(f"  {r['worker']} error x{count}: {err}")
     if rows:
         print()
+        if len(results) and results[0].get("repeats", 1) > 1:
+            print(f"ratios: median over {results[0]['repeats']} runs, each paired within its run")
         print(
             table(
-                ["ratio", "throughput", "CPU eff", "latency p50"],
+                ["ratio", "throughput", "(min-max)", "CPU eff", "latency p50"],
                 [
                     [
                         f"{r['base']} / {r['other']}",
                         fmt(r["throughput"], ".2f", "x"),
+                        "-"
+                        if not r.get("throughput_range")
+                        else "{:.2f}-{:.2f}".format(*r["throughput_range"]),
                         fmt(r["cpu_efficiency"], ".2f", "x"),
                         fmt(r["latency_p50"], ".2f", "x"),
                     ]
@@ -716,6 +748,29 @@ def print_report(
     if checks:
         print()
         print(table(["target (issue 6)", "value", "target", ""], checks))
+
+
+def print_runs(per_repeat: list[list[dict[str, Any]]]) -> None:
+    print()
+    print("every run:")
+    print(
+        table(
+            ["run", "worker", "done", "errors", "act/s", "p50 ms", "CPU eff"],
+            [
+                [
+                    r["repeat"],
+                    r["worker"],
+                    r["completed"],
+                    r["errors"],
+                    f"{r['throughput']:.1f}",
+                    _ms(r["latency_s"]["p50"]),
+                    f"{r['cpu_efficiency']:.1%}",
+                ]
+                for runs in per_repeat
+                for r in runs
+            ],
+        )
+    )
 
 
 def write_png(path: str, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
@@ -767,15 +822,24 @@ async def main_async(args: argparse.Namespace, kinds: list[str]) -> dict[str, An
         address = server.address
     try:
         client = await temporalio.client.Client.connect(address, namespace=args.namespace)
-        results = []
-        for kind in kinds:
-            print(f"loadtest: {kind} ...", file=sys.stderr)
-            results.append(await run_one(kind, client, args, server.pid if server else None))
+        per_repeat: list[list[dict[str, Any]]] = []
+        for repeat in range(args.repeat):
+            # Alternate the order, so a drift in the machine's load favours nobody.
+            order = kinds if repeat % 2 == 0 else kinds[::-1]
+            done: dict[str, dict[str, Any]] = {}
+            for kind in order:
+                print(f"loadtest: {kind} (run {repeat + 1}/{args.repeat}) ...", file=sys.stderr)
+                done[kind] = await run_one(kind, client, args, server.pid if server else None)
+                done[kind]["repeat"] = repeat + 1
+            per_repeat.append([done[k] for k in kinds])
     finally:
         if server is not None:
             await loop.run_in_executor(None, server.stop)
-    rows = ratios(results) if len(results) > 1 else []
+    results = [representative([runs[i] for runs in per_repeat]) for i in range(len(kinds))]
+    rows = median_ratios([ratios(runs) for runs in per_repeat]) if len(kinds) > 1 else []
     checks = targets(args, results, rows)
+    if args.repeat > 1:
+        print_runs(per_repeat)
     print_report(args, results, rows, checks)
     return {
         "environment": environment(),
@@ -784,6 +848,7 @@ async def main_async(args: argparse.Namespace, kinds: list[str]) -> dict[str, An
         "results": results,
         "ratios": rows,
         "targets": checks,
+        "runs": [run for runs in per_repeat for run in runs],
     }
 
 
@@ -831,6 +896,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         choices=["forkserver", "spawn", "fork"],
         help="start method of the stock ProcessPoolExecutor and Manager",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the whole comparison this many times (order alternates); the table shows "
+        "the median run of each worker and the median of the paired ratios",
+    )
     p.add_argument("--address", help="use this Temporal server instead of an embedded one")
     p.add_argument("--namespace", default="default")
     p.add_argument("--json", metavar="FILE", help="write all figures here")
@@ -840,7 +912,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     unknown = [k for k in kinds if k not in WORKERS]
     if unknown or not kinds:
         p.error(f"unknown worker(s) {unknown}; choose from {', '.join(WORKERS)}")
-    for name in ("workflows", "activities_per_workflow", "processes", "slots", "payload_kb"):
+    for name in (
+        "workflows",
+        "activities_per_workflow",
+        "processes",
+        "slots",
+        "payload_kb",
+        "repeat",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.timeout <= 0 or args.work_ms < 0:
