@@ -305,17 +305,20 @@ async def test_demo_runs_the_sample_and_prints_the_summary(
         "--work-ms",
         "50",
     )
-    assert await demo.wait(timeout=60.0) == EXIT_OK, demo.stderr
+    rc = await demo.wait(timeout=60.0)
     out = demo.stdout
-    assert "Traceback" not in demo.stderr
-    assert "progress: [" in out  # stdout is a pipe: periodic lines, not a redrawn one
-    assert "6 (2 workflows x 3, 50 ms of CPU each), all completed" in out
-    assert re.search(r"CPU efficiency\s+\d+\.\d %", out), out
+    report = f"rc={rc}\nstdout:\n{out}\nstderr:\n{demo.stderr}"
+    assert rc == EXIT_OK, report
+    assert "Traceback" not in demo.stderr, report
+    assert "progress: [" in out, report  # stdout is a pipe: periodic lines, not a redrawn one
+    assert "6 (2 workflows x 3, 50 ms of CPU each), all completed" in out, report
+    assert re.search(r"CPU efficiency\s+\d+\.\d %", out), report
     # Who ran what: each workflow's activities by child pid, and the per-child table.
-    assert len(re.findall(r"pool-demo-\w+-\d\s+pid \d+ x\d", out)) == 2, out
-    assert re.search(r"child\s+pid\s+state\s+tasks\s+activity CPU\s+process CPU\s+peak RSS", out)
+    assert len(re.findall(r"pool-demo-\w+-\d\s+pid \d+ x\d", out)) == 2, report
+    header = r"child\s+pid\s+state\s+tasks\s+activity CPU\s+process CPU\s+peak RSS"
+    assert re.search(header, out), report
     tasks = [int(m) for m in re.findall(r"^\s+\d+\s+\d+\s+\w+\s+(\d+)\s", out, re.MULTILINE)]
-    assert sum(tasks) == 6, out
+    assert sum(tasks) == 6, report
 
 
 async def test_server_answers_and_stops_on_sigterm(launch: Any) -> None:
