@@ -22,6 +22,7 @@ from ._errors import (
     SharedStateLostError,
     WorkerConfigError,
 )
+from ._metrics import PoolMetrics, serve_metrics
 from ._supervisor import (
     ChildKilled,
     ChildMemoryExceeded,
@@ -40,6 +41,9 @@ __all__ = [
     "PoolConfig",
     "PoolSnapshot",
     "ProcessPool",
+    # metrics
+    "PoolMetrics",
+    "serve_metrics",
     # errors
     "ChildBrokenError",
     "ChildKilled",

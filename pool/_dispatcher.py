@@ -193,9 +193,13 @@ class Dispatcher:
         self.heartbeats = HeartbeatManager(
             service, on_cancel=self._on_heartbeat_cancel, on_sent=self._on_heartbeat_sent
         )
+        # (activity type, outcome label) -> count; labels: completed, failed,
+        # cancelled, killed, crashed, timed_out, not_found, complete_async.
         self.stats: collections.Counter[tuple[str, str]] = collections.Counter()
-        self.run_seconds: list[tuple[str, float]] = []
-        self.schedule_to_start: list[tuple[str, float]] = []
+        self.started: collections.Counter[str] = collections.Counter()
+        # Called with (activity type, seconds); the metrics module sets these.
+        self.on_schedule_to_start: Callable[[str, float], None] | None = None
+        self.on_run_time: Callable[[str, float], None] | None = None
 
     # -- read-only state ----------------------------------------------------------------
 
@@ -466,12 +470,9 @@ class Dispatcher:
                 return await self._failed(task, error, dc)
             info = self._build_info(resp, task.token, heartbeat_details)
             task.info = info
-            self.schedule_to_start.append(
-                (
-                    task.activity_type,
-                    (info.started_time - info.current_attempt_scheduled_time).total_seconds(),
-                )
-            )
+            if self.on_schedule_to_start is not None:
+                waited = info.started_time - info.current_attempt_scheduled_time
+                self.on_schedule_to_start(task.activity_type, waited.total_seconds())
             task.throttle = throttle_interval(
                 info.heartbeat_timeout,
                 self._settings.default_heartbeat_throttle,
@@ -496,13 +497,15 @@ class Dispatcher:
                 task.cancel = Details(worker_shutdown=True)
                 task.cancel_reason = "the worker is shutting down"
             started = time.monotonic()
+            self.started[task.activity_type] += 1
             try:
                 if kind == "process":
                     reserved, reserved_child = reserved_child, False  # run() consumes it
                     return await self._run_in_child(task, info, args, dc, reserved)
                 return await self._run_in_parent(task, defn, info, args, dc)
             finally:
-                self.run_seconds.append((task.activity_type, time.monotonic() - started))
+                if self.on_run_time is not None:
+                    self.on_run_time(task.activity_type, time.monotonic() - started)
                 if type_slots is not None:
                     type_slots.release()
         finally:

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,15 +173,32 @@ def is_crash_loop(deaths: collections.deque[float], now: float, config: PoolConf
 
 
 def preload_modules(activities: Mapping[str, ActivitySpec], extra: tuple[str, ...]) -> list[str]:
-    """Modules the fork server imports once: ours, temporalio's, the activities'."""
-    # Never "__main__": an unguarded script would run its whole body in the fork
-    # server. Children import it themselves, as with spawn.
-    modules = ["runner", "temporalio.activity", "temporalio.converter", "cloudpickle"]
+    """Modules the fork server imports once, so a new child costs milliseconds.
+
+    Ours and temporalio's, the activities' modules, and the modules the main script
+    imported: a child re-imports the main script (as ``__mp_main__``, like spawn),
+    and with its imports already loaded that is cheap. Never ``__main__`` itself: an
+    unguarded script would run its whole body in the fork server.
+    """
+    modules = [
+        "runner",
+        "shared_state",
+        "temporalio.activity",
+        "temporalio.converter",
+        "cloudpickle",
+    ]
     for spec in activities.values():
         fn = getattr(spec.fn, "__func__", spec.fn)
         module = getattr(fn, "__module__", None)
         if module and module != "__main__" and module in sys.modules:
             modules.append(module)
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__file__", None):
+        for value in list(vars(main).values()):
+            name = value.__name__ if isinstance(value, types.ModuleType) else None
+            name = name or getattr(value, "__module__", None)
+            if isinstance(name, str) and name != "__main__" and name in sys.modules:
+                modules.append(name)
     modules.extend(extra)
     return list(dict.fromkeys(modules))
 

@@ -518,6 +518,22 @@ class Worker:
         return self._activity_side.pool if self._activity_side else None
 
     @property
+    def activity_slots(self) -> Slots | None:
+        """The activity slots (None when this worker runs no remote activities)."""
+        return self._activity_side.slots if self._activity_side else None
+
+    def observe_tasks(
+        self,
+        *,
+        on_schedule_to_start: Callable[[str, float], None] | None = None,
+        on_run_time: Callable[[str, float], None] | None = None,
+    ) -> None:
+        """Be called with (activity type, seconds) for every task (used by metrics)."""
+        if self._activity_side is not None:
+            self._activity_side.observers = (on_schedule_to_start, on_run_time)
+            self._activity_side.wire_observers()
+
+    @property
     def shared_state_manager(self) -> SharedStateManager | None:
         """The manager carrying heartbeats from the children (created when not given)."""
         return self._activity_side.shared_state if self._activity_side else None
@@ -705,6 +721,7 @@ class _ActivitySide:
         self.slots = plan.slots
         self._fatal: asyncio.Future[BaseException] | None = None
         self._poller_task: asyncio.Task[None] | None = None
+        self.observers: tuple[Callable[[str, float], None] | None, ...] = (None, None)
 
     def __repr__(self) -> str:
         parts = [repr(self.slots)]
@@ -717,6 +734,10 @@ class _ActivitySide:
     @property
     def shared_state(self) -> Any:
         return self._shared_state
+
+    def wire_observers(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.on_schedule_to_start, self.dispatcher.on_run_time = self.observers
 
     def replace_client(self, client: temporalio.client.Client) -> None:
         self._client = client
@@ -753,6 +774,7 @@ class _ActivitySide:
             metric_meter=None,
             type_limits=self.plan.type_limits,
         )
+        self.wire_observers()
         if self.pool is not None:
             dc = self._client.data_converter
             child_converter = temporalio.converter.DataConverter(

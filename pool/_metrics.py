@@ -1,0 +1,141 @@
+"""Prometheus metrics for the activity side of a :class:`pool.Worker`.
+
+Gauges and counters are read from the worker's live state when Prometheus
+scrapes (slots, children, per-child CPU and RSS via psutil, outcome counts);
+the two histograms (schedule-to-start, run time) are observed as tasks run.
+The workflow side's metrics come from temporalio's own runtime telemetry
+(``temporalio.runtime.PrometheusConfig``) on a second endpoint; the launcher's
+``--workflow-metrics-port`` sets that up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+__all__ = ["PoolMetrics", "serve_metrics"]
+
+# Buckets in seconds: CPU-heavy activities run from milliseconds to minutes.
+_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+class PoolMetrics(Collector):
+    """A Prometheus collector for one worker; register it once per registry."""
+
+    def __init__(self, worker: Worker, registry: CollectorRegistry | None = None) -> None:
+        self._worker = worker
+        self.registry = registry or CollectorRegistry()
+        self.schedule_to_start = Histogram(
+            "pool_activity_schedule_to_start_seconds",
+            "Time from the attempt being scheduled to the task being started",
+            ["activity_type"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.run_time = Histogram(
+            "pool_activity_run_seconds",
+            "Time an activity ran in this worker (decode to outcome)",
+            ["activity_type"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        worker.observe_tasks(
+            on_schedule_to_start=lambda t, s: self.schedule_to_start.labels(t).observe(s),
+            on_run_time=lambda t, s: self.run_time.labels(t).observe(s),
+        )
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Any]:
+        worker = self._worker
+        slots = worker.activity_slots
+        if slots is not None:
+            used = GaugeMetricFamily("pool_activity_slots_used", "Activity slots in use")
+            used.add_metric([], slots.used)
+            free = GaugeMetricFamily("pool_activity_slots_free", "Activity slots free")
+            free.add_metric([], max(slots.size - slots.used, 0))
+            yield used
+            yield free
+        dispatcher = worker.dispatcher
+        if dispatcher is not None:
+            started = CounterMetricFamily(
+                "pool_activity_tasks_started",
+                "Tasks started, by activity type",
+                labels=["activity_type"],
+            )
+            for activity_type, count in sorted(dispatcher.started.items()):
+                started.add_metric([activity_type], count)
+            yield started
+            outcomes = CounterMetricFamily(
+                "pool_activity_tasks",
+                "Tasks ended, by activity type and outcome (completed, failed, cancelled, "
+                "killed, crashed, timed_out, not_found, complete_async)",
+                labels=["activity_type", "outcome"],
+            )
+            for (activity_type, outcome), count in sorted(dispatcher.stats.items()):
+                outcomes.add_metric([activity_type, outcome], count)
+            yield outcomes
+            running = GaugeMetricFamily("pool_activity_tasks_running", "Tasks in flight")
+            running.add_metric([], dispatcher.outstanding)
+            yield running
+            beats = CounterMetricFamily(
+                "pool_heartbeat_rpcs", "RecordActivityTaskHeartbeat calls sent", labels=["result"]
+            )
+            errors = dispatcher.heartbeats.errors
+            beats.add_metric(["ok"], dispatcher.heartbeats.rpcs - errors)
+            beats.add_metric(["error"], errors)
+            yield beats
+        process_pool = worker.process_pool
+        if process_pool is not None and process_pool.started:
+            process_pool.sample()
+            snapshot = process_pool.snapshot()
+            alive = GaugeMetricFamily("pool_children_alive", "Child processes alive")
+            alive.add_metric([], len(process_pool.pids))
+            yield alive
+            busy = GaugeMetricFamily("pool_children_busy", "Child processes running a task")
+            busy.add_metric([], snapshot.busy)
+            yield busy
+            rss = GaugeMetricFamily(
+                "pool_child_rss_bytes", "Resident memory per child", labels=["index", "pid"]
+            )
+            cpu = CounterMetricFamily(
+                "pool_child_cpu_seconds", "CPU time per child", labels=["index", "pid"]
+            )
+            tasks = CounterMetricFamily(
+                "pool_child_tasks", "Tasks run per child", labels=["index", "pid"]
+            )
+            for child in snapshot.children:
+                if child.state == "dead":
+                    continue
+                labels = [str(child.index), str(child.pid)]
+                rss.add_metric(labels, child.rss)
+                cpu.add_metric(labels, child.cpu_seconds)
+                tasks.add_metric(labels, child.tasks_done)
+            yield rss
+            yield cpu
+            yield tasks
+            for name, value, text in (
+                ("pool_children_started", snapshot.starts, "Child processes started"),
+                ("pool_children_died", snapshot.deaths, "Children that died unexpectedly"),
+                ("pool_children_recycled", snapshot.recycles, "Children replaced by recycling"),
+                ("pool_children_killed", snapshot.kills, "Children killed by the supervisor"),
+            ):
+                family = CounterMetricFamily(name, text)
+                family.add_metric([], value)
+                yield family
+
+
+def serve_metrics(worker: Worker, port: int, address: str = "127.0.0.1") -> tuple[PoolMetrics, Any]:
+    """Serve the worker's metrics at ``http://address:port/metrics``.
+
+    Returns the collector and the server (``server.shutdown()`` stops it).
+    """
+    metrics = PoolMetrics(worker)
+    server, _thread = start_http_server(port, addr=address, registry=metrics.registry)
+    return metrics, server
