@@ -72,7 +72,7 @@ EXIT_CONNECT = 4
 EXIT_NAMESPACE = 5
 """The namespace does not exist on the server."""
 EXIT_INTERRUPTED = 130
-"""Interrupted before there was anything to shut down gracefully (128 + SIGINT)."""
+"""A signal during start-up, before there was a worker to shut down (128 + SIGINT)."""
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 DEFAULT_NAMESPACE = "default"
@@ -952,8 +952,11 @@ async def _serve(args: argparse.Namespace, found: Discovered, conn: Connection) 
         try:
             client = await _unless_signalled(connect(conn, identity=args.identity), signals)
         except _StoppedEarly:
-            logger.info("%s received before the worker started: exiting", signals.last)
-            return EXIT_OK
+            print(
+                f"python -m pool run: {signals.last} received while connecting: stopped",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
         options: dict[str, Any] = {
             "task_queue": args.task_queue,
             "activities": list(found.activities),
