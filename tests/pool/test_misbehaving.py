@@ -180,7 +180,8 @@ async def test_chaos_sigkill_children_under_load(client, task_queue):
         assert worker.process_pool.snapshot().deaths == len(killed)
         assert set(worker.process_pool.pids) != initial
         crashed = sum(n for (_, label), n in worker.dispatcher.stats.items() if label == "crashed")
-        assert crashed == len(killed)
+        # A victim may have finished its task just before the signal (then it died idle).
+        assert 1 <= crashed <= len(killed)
 
 
 PARENT_SCRIPT = """
