@@ -106,7 +106,9 @@ class _Outcome:
     kind: str  # completed | failed | cancelled | none
     result: Payloads | None = None
     failure: Failure | None = None
-    cause: int = ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_UNSPECIFIED
+    cause: ActivityTaskFailedCause.ValueType = (
+        ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_UNSPECIFIED
+    )
     label: str = ""  # for stats: completed / failed / cancelled / crashed / killed / ...
 
 

@@ -1000,7 +1000,12 @@ async def _run_until_signalled(
     found: Discovered,
 ) -> int:
     run = asyncio.ensure_future(worker.run())
-    print(_banner(args, conn, found, worker), flush=True)
+    ready = asyncio.ensure_future(worker.wait_ready())
+    done = await _first(ready, signals.first.wait())
+    ready.cancel()
+    if ready in done and not run.done():
+        # After the children are up: a supervisor reading the banner can send work now.
+        print(_banner(args, conn, found, worker), flush=True)
     done = await _first(run, signals.first.wait())
     if run in done:
         err = run.exception()

@@ -628,6 +628,20 @@ class Worker:
             with contextlib.suppress(BaseException):
                 await run_task
 
+    async def wait_ready(self) -> None:
+        """Wait until :meth:`run` has started every part (the children are up).
+
+        Returns at once if the worker already shut down; :meth:`run` raises the
+        start-up error itself.
+        """
+        ready = asyncio.ensure_future(self._ready.wait())
+        done = asyncio.ensure_future(self._shutdown_complete.wait())
+        try:
+            await asyncio.wait([ready, done], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            done.cancel()
+
     async def shutdown(self) -> None:
         """Begin shutdown (safe to repeat) and wait until it has completed."""
         self._shutdown_requested.set()
@@ -746,6 +760,11 @@ class _ActivitySide:
         if self.dispatcher is not None:
             self.dispatcher.client = client
 
+    def _fail_threadsafe(self, error: BaseException) -> None:
+        loop = self._fatal.get_loop() if self._fatal is not None else None
+        if loop is not None:
+            loop.call_soon_threadsafe(self.fail, error)
+
     def fail(self, error: BaseException) -> None:
         """A background part failed for good: the worker fails with ``error``."""
         if self._fatal is not None and not self._fatal.done():
@@ -795,7 +814,7 @@ class _ActivitySide:
                 activities=specs,
                 converter=child_converter,
                 heartbeat_sender=sender,
-                on_fatal=lambda err: loop.call_soon_threadsafe(self.fail, err),
+                on_fatal=self._fail_threadsafe,
             )
         self.poller = Poller(
             service=self.service,
@@ -860,9 +879,8 @@ class _ActivitySide:
         """Poll and dispatch until shutdown; raises the fatal error if one happens."""
         assert self.poller is not None and self._fatal is not None
         self._poller_task = asyncio.create_task(self.poller.run(), name="activity-poller")
-        done, _ = await asyncio.wait(
-            [self._poller_task, self._fatal], return_when=asyncio.FIRST_COMPLETED
-        )
+        waiting: list[asyncio.Future[Any]] = [self._poller_task, self._fatal]
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if self._fatal in done:
             raise self._fatal.result()
         error = self._poller_task.exception()
