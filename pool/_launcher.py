@@ -352,6 +352,33 @@ def _add_run_parser(sub: Any) -> None:
         "(default: 5)",
     )
 
+    t = p.add_argument_group("per-type limits and metrics")
+    t.add_argument(
+        "--activity-type-limit",
+        action="append",
+        default=[],
+        metavar="TYPE=N",
+        help="at most N concurrent activities of TYPE (repeatable), e.g. render_video=2",
+    )
+    t.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the pool's Prometheus metrics at http://ADDRESS:PORT/metrics",
+    )
+    t.add_argument(
+        "--workflow-metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve temporalio's own runtime metrics (workflow side) on this second port",
+    )
+    t.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="IP",
+        help="address the metrics endpoints listen on (default: 127.0.0.1; 0.0.0.0 for all)",
+    )
+
     g = p.add_argument_group("logging")
     g.add_argument(
         "--log-level",
@@ -458,8 +485,36 @@ def _require(ok: bool, message: str) -> None:
         raise LaunchError(EXIT_CONFIG, message)
 
 
+def parse_type_limits(values: Sequence[str]) -> dict[str, int]:
+    """``["render_video=2", ...]`` -> ``{"render_video": 2}``; LaunchError when malformed."""
+    limits: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        _require(
+            bool(sep and name.strip() and number.strip().isdigit() and int(number) >= 1),
+            f"--activity-type-limit {value!r}: write TYPE=N with N at least 1, "
+            "e.g. --activity-type-limit render_video=2",
+        )
+        limits[name.strip()] = int(number)
+    return limits
+
+
 def check_run_args(args: argparse.Namespace) -> None:
     cpus = os.cpu_count() or 1
+    parse_type_limits(args.activity_type_limit)
+    for flag, port in (
+        ("--metrics-port", args.metrics_port),
+        ("--workflow-metrics-port", args.workflow_metrics_port),
+    ):
+        _require(
+            port is None or 1 <= port <= 65535,
+            f"{flag} must be a port number from 1 to 65535, got {port}",
+        )
+    _require(
+        args.metrics_port is None or args.metrics_port != args.workflow_metrics_port,
+        "--metrics-port and --workflow-metrics-port must differ: the pool and temporalio "
+        "each serve their own endpoint",
+    )
     _require(bool(args.task_queue.strip()), "--task-queue must not be empty: name the queue")
     for flag, value in (
         ("--processes", args.processes),
@@ -754,7 +809,7 @@ def _describe_connect_error(err: BaseException) -> str:
     return one_line(text, 300)
 
 
-async def connect(conn: Connection, *, identity: str | None = None) -> Any:
+async def connect(conn: Connection, *, identity: str | None = None, runtime: Any = None) -> Any:
     """``Client.connect`` bounded in time, then a namespace check; LaunchError on failure."""
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
     from temporalio.client import Client
@@ -775,6 +830,7 @@ async def connect(conn: Connection, *, identity: str | None = None) -> Any:
                 rpc_metadata=dict(conn.rpc_metadata),
                 identity=identity,
                 connect_timeout=_CONNECT_ATTEMPT_TIMEOUT,
+                runtime=runtime,
             ),
             _CONNECT_TIMEOUT,
         )
@@ -950,7 +1006,10 @@ async def _serve(args: argparse.Namespace, found: Discovered, conn: Connection) 
     signals = _Signals(asyncio.get_running_loop())
     try:
         try:
-            client = await _unless_signalled(connect(conn, identity=args.identity), signals)
+            client = await _unless_signalled(
+                connect(conn, identity=args.identity, runtime=_workflow_metrics_runtime(args)),
+                signals,
+            )
         except _StoppedEarly:
             print(
                 f"python -m pool run: {signals.last} received while connecting: stopped",
@@ -972,15 +1031,56 @@ async def _serve(args: argparse.Namespace, found: Discovered, conn: Connection) 
         }
         if found.activities:
             options["pool_config"] = _pool_config(args)
+            options["activity_type_limits"] = parse_type_limits(args.activity_type_limit)
         try:
             worker = Worker(client, **options)
         except (WorkerConfigError, ValueError, TypeError) as err:
             raise LaunchError(
                 EXIT_CONFIG, f"the worker rejects this set-up: {one_line(err)}"
             ) from None
-        return await _run_until_signalled(worker, signals, args, conn, found)
+        metrics_server = _serve_pool_metrics(worker, args)
+        try:
+            return await _run_until_signalled(worker, signals, args, conn, found)
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
     finally:
         signals.close()
+
+
+def _workflow_metrics_runtime(args: argparse.Namespace) -> Any:
+    """A temporalio Runtime exporting its own metrics to Prometheus, or None."""
+    if args.workflow_metrics_port is None:
+        return None
+    from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+    _require_port_free(args.metrics_address, args.workflow_metrics_port, "--workflow-metrics-port")
+    bind = f"{args.metrics_address}:{args.workflow_metrics_port}"
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+
+
+def _serve_pool_metrics(worker: Any, args: argparse.Namespace) -> Any:
+    if args.metrics_port is None:
+        return None
+    from ._metrics import serve_metrics
+
+    _require_port_free(args.metrics_address, args.metrics_port, "--metrics-port")
+    _, server = serve_metrics(worker, args.metrics_port, args.metrics_address)
+    return server
+
+
+def _require_port_free(address: str, port: int, flag: str) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+        try:
+            probe.bind((address, port))
+        except OSError as err:
+            raise LaunchError(
+                EXIT_CONFIG,
+                f"{flag} {port}: cannot listen on {address}:{port} ({err.strerror}): pick a "
+                "free port or another --metrics-address",
+            ) from None
 
 
 def _running(worker: Any) -> int:

@@ -431,3 +431,81 @@ def test_mtls_flags_read_the_files(tmp_path: Path) -> None:
     with pytest.raises(LaunchError) as err:
         resolve_connection(_parse_run("--tls-cert", str(cert)), {})
     assert err.value.code == EXIT_CONFIG and "--tls-key" in err.value.message
+
+
+# -- several launchers, metrics ---------------------------------------------------------
+
+
+async def test_two_launchers_on_one_queue_share_the_work(
+    dev_server: DevServer, client: temporalio.client.Client, task_queue: str, launch: Any
+) -> None:
+    first = launch(*_run_args(dev_server, task_queue, "--processes", "1"))
+    second = launch(*_run_args(dev_server, task_queue, "--processes", "1"))
+    await first.line("pool worker started")
+    await second.line("pool worker started")
+    results = await asyncio.gather(
+        *(
+            client.execute_workflow(
+                ShoutWorkflow.run, f"w{i}", id=f"wf-{uuid.uuid4()}", task_queue=task_queue
+            )
+            for i in range(24)
+        )
+    )
+    assert sorted(text for text, _ in results) == sorted(f"W{i}" for i in range(24))
+    by_launcher = {
+        launched.proc.pid: {p.pid for p in psutil.Process(launched.proc.pid).children(True)}
+        for launched in (first, second)
+    }
+    served = {
+        launcher for _, pid in results for launcher, kids in by_launcher.items() if pid in kids
+    }
+    assert served == set(by_launcher), "one launcher did all the work"
+
+
+async def test_metrics_endpoints_of_a_launched_worker(
+    dev_server: DevServer, client: temporalio.client.Client, task_queue: str, launch: Any
+) -> None:
+    import urllib.request
+
+    pool_port, workflow_port = free_port(), free_port()
+    worker = launch(
+        *_run_args(
+            dev_server,
+            task_queue,
+            "--processes",
+            "1",
+            "--metrics-port",
+            str(pool_port),
+            "--workflow-metrics-port",
+            str(workflow_port),
+        )
+    )
+    await worker.line("pool worker started")
+    for i in range(2):
+        await client.execute_workflow(
+            ShoutWorkflow.run, f"m{i}", id=f"wf-{uuid.uuid4()}", task_queue=task_queue
+        )
+
+    def scrape(port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    pool_text = await asyncio.to_thread(scrape, pool_port)
+    assert 'pool_activity_tasks_total{activity_type="shout",outcome="completed"} 2.0' in pool_text
+    assert "pool_children_alive 1.0" in pool_text
+    workflow_text = await asyncio.to_thread(scrape, workflow_port)
+    assert "temporal_workflow_completed" in workflow_text
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait() == EXIT_OK, worker.stderr
+
+
+def test_bad_type_limit_and_metrics_flags_are_rejected(tmp_path: Path, launch: Any) -> None:
+    for extra, fragment in (
+        (["--activity-type-limit", "shout"], "write TYPE=N"),
+        (["--metrics-port", "0"], "--metrics-port must be a port number"),
+    ):
+        launched = launch("run", APP, "-q", "q", *extra)
+        assert launched.proc.wait(_EXIT_TIMEOUT) == EXIT_CONFIG
+        for t in launched._pumps:
+            t.join(5.0)
+        assert fragment in launched.stderr and "Traceback" not in launched.stderr
