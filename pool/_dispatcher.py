@@ -112,6 +112,24 @@ class _Outcome:
     label: str = ""  # for stats: completed / failed / cancelled / crashed / killed / ...
 
 
+def _log_context(task: _Task) -> dict[str, Any]:
+    """``extra`` for log records about a task: the keys temporalio's activity logger uses,
+    plus the child pid when a child runs it."""
+    info = task.info
+    fields: dict[str, Any] = {"activity_type": task.activity_type}
+    if info is not None:
+        fields.update(
+            activity_id=info.activity_id,
+            attempt=info.attempt,
+            namespace=info.namespace,
+            task_queue=info.task_queue,
+            workflow_id=info.workflow_id,
+            workflow_run_id=info.workflow_run_id,
+            workflow_type=info.workflow_type,
+        )
+    return {"temporal_activity": fields, "child_pid": task.pid}
+
+
 def cancel_outcome(details: Details) -> tuple[str, BaseException | None]:
     """How an activity that ended by cancellation is reported, by the reason.
 
@@ -269,7 +287,7 @@ class Dispatcher:
             return
         task.cancel = details
         task.cancel_reason = reason
-        logger.debug("Cancelling %s (%s)", task.activity_type, reason)
+        logger.debug("Cancelling %s (%s)", task.activity_type, reason, extra=_log_context(task))
         self._deliver_cancel(task)
 
     def _deliver_cancel(self, task: _Task) -> None:
@@ -383,7 +401,9 @@ class Dispatcher:
             try:
                 outcome = await self._execute(task, resp, reserved_child)
             except Exception as err:  # our own bug: still report the task
-                logger.exception("Internal error running %s", task.activity_type)
+                logger.exception(
+                    "Internal error running %s", task.activity_type, extra=_log_context(task)
+                )
                 outcome = await self._failed(
                     task,
                     temporalio.exceptions.ApplicationError(
@@ -527,7 +547,11 @@ class Dispatcher:
             return reserved
         if reserved and self._pool is not None:
             self._pool.unreserve()
-        logger.debug("%s waits: its activity_type_limits is reached", task.activity_type)
+        logger.debug(
+            "%s waits: its activity_type_limits is reached",
+            task.activity_type,
+            extra=_log_context(task),
+        )
         await type_slots.acquire()
         return False
 
@@ -733,7 +757,9 @@ class Dispatcher:
                 return await self._cancelled(task, None, dc)
             if not isinstance(err, Exception):
                 raise
-            logger.warning("Activity %s failed", task.activity_type, exc_info=True)
+            logger.warning(
+                "Activity %s failed", task.activity_type, exc_info=True, extra=_log_context(task)
+            )
             return await self._failed(task, err, dc)
         return await self._completed(task, value, dc)
 
@@ -860,9 +886,20 @@ class Dispatcher:
             response = await service.call(name, request, give_up_at=task.give_up_at)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
-                logger.debug("%s for %s: already resolved or timed out", name, task.activity_type)
+                logger.debug(
+                    "%s for %s: already resolved or timed out",
+                    name,
+                    task.activity_type,
+                    extra=_log_context(task),
+                )
                 return
-            logger.error("%s for %s failed: %s", name, task.activity_type, describe_rpc_error(err))
+            logger.error(
+                "%s for %s failed: %s",
+                name,
+                task.activity_type,
+                describe_rpc_error(err),
+                extra=_log_context(task),
+            )
             return
         if name == "RespondActivityTaskFailed" and response.failures:
             logger.warning("The server rejected parts of a failure report: %s", response.failures)

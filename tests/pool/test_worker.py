@@ -357,3 +357,19 @@ async def test_child_log_records_reach_the_parent_with_context(client, task_queu
     assert record.child_pid == info["in_child"] != os.getpid()
     assert record.temporal_activity["activity_type"] == "describe_info"
     assert record.temporal_activity["workflow_id"]
+
+
+async def test_parent_log_records_about_a_task_carry_its_context(client, task_queue, caplog):
+    caplog.set_level(logging.WARNING, logger="pool.dispatcher")
+    with concurrent.futures.ThreadPoolExecutor(2) as executor:
+        async with pool.Worker(
+            client,
+            task_queue=task_queue,
+            activities=[A.fail_application],
+            workflows=[A.RunOne],
+            activity_executor=executor,
+        ):
+            await _failure_of(client, task_queue, "fail_application", "plain")
+    [record] = [r for r in caplog.records if r.getMessage() == "Activity fail_application failed"]
+    assert record.temporal_activity["activity_type"] == "fail_application"
+    assert record.temporal_activity["workflow_id"] and record.temporal_activity["attempt"] == 1
