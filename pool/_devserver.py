@@ -63,6 +63,17 @@ class DevServerError(RuntimeError):
     """The dev server could not be found, started, or reached."""
 
 
+def _terminate_with_parent() -> None:
+    """In the forked server, before exec: SIGTERM when the thread that started it dies.
+
+    The signal fires when that *thread* ends, so start servers from a long-lived thread
+    (the main thread, as the tests, the demo and ``python -m pool server`` do)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def find_temporal_binary() -> str:
     """Path of the `temporal` CLI: next to this python first, then on PATH."""
     name = "temporal.exe" if os.name == "nt" else "temporal"
@@ -265,6 +276,8 @@ class DevServer:
                     # Own session: a terminal Ctrl-C (SIGINT to the foreground process
                     # group) must not reach the server; its owner stops it.
                     start_new_session=True,
+                    # And it must not outlive its owner, even a SIGKILLed one.
+                    preexec_fn=_terminate_with_parent if sys.platform.startswith("linux") else None,
                 )
             except OSError as e:
                 raise DevServerError(f"cannot run {binary}: {e}; {_INSTALL_HINT}") from e
