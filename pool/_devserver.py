@@ -110,8 +110,10 @@ def _free_ports(count: int, ip: str) -> list[int]:
             s.close()
 
 
-def _port_in_use(ip: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def port_in_use(ip: str, port: int) -> bool:
+    """Whether something listens on ``ip:port`` (IPv4 or IPv6)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         # Same option the Go server sets on its listeners: a port left in TIME_WAIT by a
         # previous run (restart) counts as free, a listening one does not.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -253,7 +255,7 @@ class DevServer:
         if self.is_running:
             raise DevServerError(f"{self!r} is already running")
         binary = self._resolve_binary()
-        busy = [p for p in self._ports() if _port_in_use(self._ip, p)]
+        busy = [p for p in self._ports() if port_in_use(self._ip, p)]
         if busy:
             raise DevServerError(
                 f"cannot start the dev server on {self._ip}: port(s) "

@@ -115,18 +115,10 @@ class _Outcome:
 def _log_context(task: _Task) -> dict[str, Any]:
     """``extra`` for log records about a task: the keys temporalio's activity logger uses,
     plus the child pid when a child runs it."""
-    info = task.info
-    fields: dict[str, Any] = {"activity_type": task.activity_type}
-    if info is not None:
-        fields.update(
-            activity_id=info.activity_id,
-            attempt=info.attempt,
-            namespace=info.namespace,
-            task_queue=info.task_queue,
-            workflow_id=info.workflow_id,
-            workflow_run_id=info.workflow_run_id,
-            workflow_type=info.workflow_type,
-        )
+    if task.info is not None:
+        fields = _context.log_fields(task.info)
+    else:
+        fields = {"activity_type": task.activity_type}
     return {"temporal_activity": fields, "child_pid": task.pid}
 
 

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -1070,17 +1069,13 @@ def _serve_pool_metrics(worker: Any, args: argparse.Namespace) -> Any:
 
 
 def _require_port_free(address: str, port: int, flag: str) -> None:
-    import socket
+    from ._devserver import port_in_use
 
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
-        try:
-            probe.bind((address, port))
-        except OSError as err:
-            raise LaunchError(
-                EXIT_CONFIG,
-                f"{flag} {port}: cannot listen on {address}:{port} ({err.strerror}): pick a "
-                "free port or another --metrics-address",
-            ) from None
+    _require(
+        not port_in_use(address, port),
+        f"{flag} {port}: cannot listen on {address}:{port} (in use): pick a free port or "
+        "another --metrics-address",
+    )
 
 
 def _running(worker: Any) -> int:
@@ -1182,19 +1177,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # -- server -----------------------------------------------------------------------------
 
 
-def _port_free(ip: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # The dev server sets SO_REUSEADDR too: TIME_WAIT leftovers count as free.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return False
-    return True
-
-
 def _cmd_server(args: argparse.Namespace) -> int:
-    from ._devserver import DevServer, DevServerError, find_temporal_binary
+    from ._devserver import DevServer, DevServerError, find_temporal_binary, port_in_use
 
     _configure_logging("WARNING")
     for flag, port in (("--port", args.port), ("--ui-port", args.ui_port)):
@@ -1202,7 +1186,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
             continue
         _require(1 <= port <= 65535, f"{flag} must be between 1 and 65535, got {port}")
         _require(
-            _port_free(args.ip, port),
+            not port_in_use(args.ip, port),
             f"{flag} {port} is already in use on {args.ip} (another Temporal server?): stop "
             f"it, or pass {flag} with a free port",
         )

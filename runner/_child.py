@@ -177,22 +177,6 @@ class _PipeWriter:
 _RECORD_DROP = ("args", "exc_info", "msg")
 
 
-def _activity_fields() -> dict[str, Any] | None:
-    if not temporalio.activity.in_activity():
-        return None
-    info = temporalio.activity.info()
-    return {
-        "activity_id": info.activity_id,
-        "activity_type": info.activity_type,
-        "attempt": info.attempt,
-        "namespace": info.namespace,
-        "task_queue": info.task_queue,
-        "workflow_id": info.workflow_id,
-        "workflow_run_id": info.workflow_run_id,
-        "workflow_type": info.workflow_type,
-    }
-
-
 class _PipeLogHandler(logging.Handler):
     """Sends every record to the parent, whose own handlers format and write it.
 
@@ -213,10 +197,8 @@ class _PipeLogHandler(logging.Handler):
                 fields["exc_text"] = self._formatter.formatException(record.exc_info)
             fields["exc_info"] = None
             fields["child_pid"] = os.getpid()
-            if "temporal_activity" not in fields:
-                activity_fields = _activity_fields()
-                if activity_fields is not None:
-                    fields["temporal_activity"] = activity_fields
+            if "temporal_activity" not in fields and temporalio.activity.in_activity():
+                fields["temporal_activity"] = _context.log_fields(temporalio.activity.info())
             try:
                 data = dumps(ChildLog(record=fields))
             except Exception:

@@ -30,6 +30,7 @@ __all__ = [
     "context_shape",
     "enter_activity_context",
     "exit_activity_context",
+    "log_fields",
     "new_cancellation_holder",
 ]
 
@@ -131,6 +132,20 @@ def enter_activity_context(
         cancellation_details=cancellation_details,
     )
     return temporalio.activity._Context.set(context)
+
+
+def log_fields(info: temporalio.activity.Info) -> dict[str, Any]:
+    """The activity's fields for log records: the keys temporalio's activity logger uses."""
+    return {
+        "activity_id": info.activity_id,
+        "activity_type": info.activity_type,
+        "attempt": info.attempt,
+        "namespace": info.namespace,
+        "task_queue": info.task_queue,
+        "workflow_id": info.workflow_id,
+        "workflow_run_id": info.workflow_run_id,
+        "workflow_type": info.workflow_type,
+    }
 
 
 def exit_activity_context(token: contextvars.Token[Any]) -> None:
