@@ -120,6 +120,17 @@ class PoolMetrics(Collector):
             yield rss
             yield cpu
             yield tasks
+            if snapshot.replacement_seconds:
+                replacement = GaugeMetricFamily(
+                    "pool_child_replacement_seconds",
+                    "Time from a child's death to its replacement being ready (recent)",
+                    labels=["stat"],
+                )
+                recent = sorted(snapshot.replacement_seconds)
+                replacement.add_metric(["last"], snapshot.replacement_seconds[-1])
+                replacement.add_metric(["median"], recent[len(recent) // 2])
+                replacement.add_metric(["max"], recent[-1])
+                yield replacement
             for name, value, text in (
                 ("pool_children_started", snapshot.starts, "Child processes started"),
                 ("pool_children_died", snapshot.deaths, "Children that died unexpectedly"),

@@ -152,3 +152,9 @@ def render_video(path: str, hold: float) -> int:
 @activity.defn
 def resize_image(path: str, hold: float) -> int:
     return _record_typed("resize", path, hold)
+
+
+@activity.defn
+def started_at() -> float:
+    """When this activity started (CLOCK_MONOTONIC is system-wide on Linux)."""
+    return time.monotonic()

@@ -86,6 +86,7 @@ async def test_metrics_endpoint_reflects_what_ran(client, task_queue):
     assert value("pool_children_busy") == 1
     assert value("pool_children_died_total") == 1
     assert value("pool_children_started_total") == 3
+    assert 0 < value("pool_child_replacement_seconds", stat="last") < 1.0
     assert value("pool_activity_run_seconds_count", activity_type="pid_and_square") == 3
     assert (
         value("pool_activity_schedule_to_start_seconds_count", activity_type="pid_and_square") == 3

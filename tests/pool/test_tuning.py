@@ -115,3 +115,23 @@ async def test_resource_based_tuner_runs_activities(client, task_queue, tmp_path
         ]
         await asyncio.gather(*(h.result() for h in handles))
     assert _peaks(log)["all"] <= 2  # the supplier's maximum, though 3 children were idle
+
+
+async def test_max_activities_per_second_spaces_task_starts(client, task_queue):
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[A.started_at],
+        workflows=[A.RunOne],
+        processes=2,
+        max_activities_per_second=4.0,
+    ):
+        handles = [
+            await client.start_workflow(
+                A.RunOne.run, args=["started_at", []], id=_wf_id(), task_queue=task_queue
+            )
+            for _ in range(5)
+        ]
+        starts = sorted(await asyncio.gather(*(h.result() for h in handles)))
+    # 4 per second: five starts span at least 4 intervals of 0.25 s (less a little jitter).
+    assert starts[-1] - starts[0] >= 0.9, starts
