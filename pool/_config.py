@@ -37,6 +37,13 @@ class PoolConfig:
     """Extra modules for the fork server to import once (the activities' own
     modules are preloaded automatically)."""
 
+    prefetch: int = 0
+    """Tasks polled beyond the idle children (default 0: a task is only polled when an
+    idle child can start it at once). With N > 0, up to N tasks wait in the worker for
+    the next child that finishes, hiding the server's poll latency for short
+    activities; their start-to-close clocks run while they wait (sdk-python #1168),
+    so keep N small and only for activities much shorter than their timeouts."""
+
     max_tasks_per_child: int | None = None
     """Replace a child after it ran this many tasks (between tasks, no task fails)."""
 
@@ -93,6 +100,8 @@ class PoolConfig:
                 "hard_memory_per_child must be at least max_memory_per_child "
                 f"({self.hard_memory_per_child} < {self.max_memory_per_child})"
             )
+        if self.prefetch < 0:
+            raise WorkerConfigError(f"prefetch must be 0 or more, got {self.prefetch}")
         if self.crash_loop_max_deaths < 1:
             raise WorkerConfigError("crash_loop_max_deaths must be at least 1")
         for name in (

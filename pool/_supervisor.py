@@ -410,8 +410,13 @@ class ProcessPool:
         return len(self._idle) - self._reserved
 
     async def reserve(self) -> None:
-        """Wait until an idle child can be promised to the next task."""
-        await self._wait_for(lambda: self.free() > 0 or self._closing, None)
+        """Wait until an idle child can be promised to the next task.
+
+        With ``PoolConfig.prefetch`` = N, up to N promises more than there are idle
+        children: those tasks wait in :meth:`run` for the next child that finishes.
+        """
+        floor = -self.config.prefetch
+        await self._wait_for(lambda: self.free() > floor or self._closing, None)
         if self._closing:
             raise PoolError("The process pool is stopping")
         self._reserved += 1

@@ -124,6 +124,14 @@ def activity_calls(args: argparse.Namespace, count: int, workload: str) -> list[
     raise ValueError(workload)
 
 
+def payload_batch(args: argparse.Namespace) -> int:
+    """Activities started at once: all, except with large payloads (<= 1 MiB of
+    arguments per workflow task, far below the 4 MiB gRPC message limit)."""
+    if args.workload != "payload":
+        return 0
+    return max(1, 1024 // args.payload_kb)
+
+
 # -- the workers under test --------------------------------------------------------------
 
 
@@ -216,7 +224,10 @@ async def start_worker(
     child_pids: Callable[[], list[int]] = list
     if kind == "pool":
         worker: Any = pool.Worker(
-            client, activities=workloads.SYNC_ACTIVITIES, processes=args.processes, **common
+            client,
+            activities=workloads.SYNC_ACTIVITIES,
+            pool_config=pool.PoolConfig(processes=args.processes, prefetch=args.prefetch),
+            **common,
         )
 
         def child_pids() -> list[int]:
@@ -263,6 +274,9 @@ async def stop_worker(ut: _UnderTest, sampler: _Sampler) -> list[str]:
         await asyncio.wait_for(ut.worker.shutdown(), _WORKER_STOP_TIMEOUT)
     except asyncio.TimeoutError:
         errors.append(f"worker shutdown took over {_WORKER_STOP_TIMEOUT:g} s")
+        # Its children are still busy (the stock executor runs every queued task to the
+        # end): stop them now, or the clean-up below waits for all of them.
+        _kill_leftovers(sampler.processes(), grace=0.0)
     except Exception as err:
         errors.append(f"worker shutdown: {type(err).__name__}: {err}")
     if not ut.run_task.done():
@@ -271,26 +285,54 @@ async def stop_worker(ut: _UnderTest, sampler: _Sampler) -> list[str]:
         await asyncio.wait_for(ut.run_task, 5.0)
     if ut.run_task.done() and not ut.run_task.cancelled() and ut.run_task.exception():
         errors.append(f"worker failed: {ut.run_task.exception()!r}")
-    loop = asyncio.get_running_loop()
     for fn in ut.cleanup:
-        try:
-            await asyncio.wait_for(loop.run_in_executor(None, fn), _WORKER_STOP_TIMEOUT)
-        except Exception as err:
-            errors.append(f"cleanup: {type(err).__name__}: {err}")
+        error = await _bounded(fn, _WORKER_STOP_TIMEOUT)
+        if error:
+            errors.append(f"cleanup: {error}")
     _kill_leftovers(sampler.processes())
     return errors
 
 
-def _kill_leftovers(procs: list[psutil.Process]) -> None:
+async def _bounded(fn: Callable[[], None], timeout: float) -> str | None:
+    """Run a blocking clean-up on a daemon thread for at most ``timeout`` seconds.
+
+    A daemon thread, not the loop's executor: a clean-up that never returns (an
+    executor waiting on a stuck child) must not hold the interpreter at exit.
+    """
+    done = threading.Event()
+    failure: list[str] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except Exception as err:
+            failure.append(f"{type(err).__name__}: {err}")
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="loadtest-cleanup", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not done.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # bounded by the deadline; keeps the loop running
+    if not done.is_set():
+        return f"still running after {timeout:g} s (left behind)"
+    return failure[0] if failure else None
+
+
+def _kill_leftovers(procs: list[psutil.Process], grace: float = 2.0) -> None:
     """SIGKILL child processes this worker started that are still alive.
 
     psutil.Process objects taken while the worker ran: ``kill()`` checks the
     process's start time, so a reused pid is never hit.
     """
-    alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    alive = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
     if not alive:
         return
-    for proc in psutil.wait_procs(alive, timeout=2.0)[1]:
+    for proc in psutil.wait_procs(alive, timeout=grace)[1] if grace else alive:
         print(f"loadtest: killing leftover child {proc.pid}", file=sys.stderr)
         with contextlib.suppress(psutil.Error):
             proc.kill()
@@ -447,6 +489,7 @@ async def run_one(
                 calls=activity_calls(args, args.activities_per_workflow, args.workload),
                 start_to_close_seconds=args.timeout,
                 heartbeat_timeout_seconds=hb_timeout,
+                batch=payload_batch(args),
             )
             for _ in range(args.workflows)
         ]
@@ -488,7 +531,8 @@ async def run_one(
     activity_cpu = 0.0
     for out in outcomes:
         if isinstance(out, BaseException):
-            errors.append(f"workflow: {type(out).__name__}: {out}")
+            cause = f" ({type(out.__cause__).__name__}: {out.__cause__})" if out.__cause__ else ""
+            errors.append(f"workflow: {type(out).__name__}: {out}{cause}")
             continue
         for r in out:
             if "error" in r:
@@ -870,6 +914,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--activities-per-workflow", type=int, default=10)
     p.add_argument("--processes", type=int, default=2, help="child processes (pool, stock-process)")
     p.add_argument("--slots", type=int, default=100, help="max_concurrent_activities (100)")
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=0,
+        help="pool only: PoolConfig.prefetch, tasks polled beyond the idle children (0)",
+    )
     p.add_argument("--work-ms", type=float, default=20.0, help="CPU per activity (cpu, heartbeat)")
     p.add_argument("--payload-kb", type=int, default=256, help="argument and result size (payload)")
     p.add_argument(
