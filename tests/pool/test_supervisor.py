@@ -268,3 +268,35 @@ def test_failure_is_built_in_the_child_with_a_stack_trace():
     assert failure.message == "nope"
     assert failure.application_failure_info.type == "ValueError"
     assert "test_failure_is_built_in_the_child" in failure.stack_trace
+
+
+async def test_prefetch_promises_one_task_beyond_the_idle_children():
+    async with _Pool(1, prefetch=1) as p:
+        await p.pool.reserve()
+        await p.pool.reserve()  # one beyond the single idle child
+        assert p.pool.free() == -1
+        with pytest.raises(asyncio.TimeoutError):  # no further than the prefetch allows
+            await asyncio.wait_for(p.pool.reserve(), timeout=0.2)
+        first_pid, first = await p.pool.run(
+            RunTask(
+                task_id=1,
+                activity_type="burn",
+                args=(200, 1),
+                info=_info("burn"),
+                heartbeat_interval=30.0,
+            )
+        )
+        second = asyncio.create_task(
+            p.pool.run(
+                RunTask(
+                    task_id=2,
+                    activity_type="burn",
+                    args=(1, 2),
+                    info=_info("burn"),
+                    heartbeat_interval=30.0,
+                )
+            )
+        )
+        assert (await first).value == [1, 1]
+        second_pid, second_done = await second  # waited for the child to finish
+        assert second_pid == first_pid and (await second_done).value == [2, 4]
