@@ -263,3 +263,28 @@ async def test_heartbeat_storm_leaves_the_worker_responsive(client, task_queue):
         results = await asyncio.gather(*(h.result() for h in storm))
         assert all(calls > 10_000 for calls in results)
     assert worker.is_shutdown
+
+
+async def test_cancel_raises_inside_a_thread_executor_activity(client, task_queue, tmp_path):
+    import concurrent.futures
+
+    notes = str(tmp_path / "notes.jsonl")
+    with concurrent.futures.ThreadPoolExecutor(2) as executor:
+        async with pool.Worker(
+            client,
+            task_queue=task_queue,
+            activities=ACTIVITIES,
+            workflows=WORKFLOWS,
+            activity_executor=executor,
+        ):
+            handle = await client.start_workflow(
+                H.CancelAfterSignal.run,
+                args=["heartbeat_until_cancelled", ["uncaught", notes]],
+                id=_wf_id(),
+                task_queue=task_queue,
+            )
+            await _wait_heartbeating(handle)
+            await handle.signal(H.CancelAfterSignal.cancel)
+            assert await handle.result() == "error:CancelledError"
+    [note] = H.read_notes(notes)
+    assert note["event"] == "cancelled" and note["cancel_requested"]

@@ -300,3 +300,10 @@ async def test_prefetch_promises_one_task_beyond_the_idle_children():
         assert (await first).value == [1, 1]
         second_pid, second_done = await second  # waited for the child to finish
         assert second_pid == first_pid and (await second_done).value == [2, 4]
+
+
+async def test_spawn_start_method_works_too():
+    async with _Pool(1, start_method="spawn") as p:
+        done = await p.run("burn", 1, 6)
+        assert done.value == [6, 36]
+        assert p.pool.config.start_method == "spawn"

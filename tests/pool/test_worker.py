@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import temporalio.client
+import temporalio.converter
 import temporalio.worker
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -373,3 +374,52 @@ async def test_parent_log_records_about_a_task_carry_its_context(client, task_qu
     [record] = [r for r in caplog.records if r.getMessage() == "Activity fail_application failed"]
     assert record.temporal_activity["activity_type"] == "fail_application"
     assert record.temporal_activity["workflow_id"] and record.temporal_activity["attempt"] == 1
+
+
+async def test_payload_codec_runs_in_the_parent(client, task_queue):
+    import dataclasses
+
+    from tests.pool._codec import ReversingCodec
+
+    config = client.config()
+    config["data_converter"] = dataclasses.replace(
+        temporalio.converter.DataConverter.default, payload_codec=ReversingCodec()
+    )
+    coded = temporalio.client.Client(**config)
+    async with pool.Worker(
+        coded,
+        task_queue=task_queue,
+        activities=[A.add_points, A.fail_application],
+        workflows=[A.RunOne],
+    ):
+        handle = await coded.start_workflow(
+            A.RunOne.run,
+            args=["add_points", [{"x": 1, "y": 2}, {"x": 10, "y": 20}], False],
+            id=_wf_id(),
+            task_queue=task_queue,
+        )
+        assert await handle.result() == {"x": 11, "y": 22}
+        failing = await coded.start_workflow(
+            A.RunOne.run,
+            args=["fail_application", ["app"], False],
+            id=_wf_id(),
+            task_queue=task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await failing.result()
+    cause = info.value.cause.cause
+    assert cause.type == "MyError" and list(cause.details) == [{"why": "test"}]
+    # What reached the server was encoded by the codec (in the parent).
+    completed = [
+        e.activity_task_completed_event_attributes.result.payloads[0]
+        async for e in handle.fetch_history_events()
+        if e.HasField("activity_task_completed_event_attributes")
+    ]
+    assert completed[0].metadata["encoding"] == b"binary/reversed"
+    failed = [
+        e.activity_task_failed_event_attributes.failure
+        async for e in failing.fetch_history_events()
+        if e.HasField("activity_task_failed_event_attributes")
+    ]
+    details = failed[0].application_failure_info.details.payloads[0]
+    assert details.metadata["encoding"] == b"binary/reversed"
