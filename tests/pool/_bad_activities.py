@@ -63,8 +63,11 @@ def returns_too_much() -> str:
 
 @activity.defn
 def ignores_signals_forever(ready_path: str = "") -> None:
-    """Blocks SIGTERM and the cancel signal, then spins: only SIGKILL stops it."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
+    """Ignores SIGTERM and blocks the cancel signal, then spins: only SIGKILL stops it."""
+    # SIGTERM ignored process-wide (any thread could take it); the cancel signal
+    # blocked in this thread, as in a long C call.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     if ready_path:
         with open(ready_path, "w") as f:
             f.write("blocking")
