@@ -202,6 +202,8 @@ class _UnderTest:
     run_task: asyncio.Task[None]
     child_pids: Callable[[], list[int]] = lambda: []
     cleanup: list[Callable[[], None]] = field(default_factory=list)
+    # Run at once when the worker does not stop in time.
+    abort: list[Callable[[], None]] = field(default_factory=list)
 
 
 def _stock_process_pids(executor: concurrent.futures.ProcessPoolExecutor) -> list[int]:
@@ -221,6 +223,7 @@ async def start_worker(
         "max_concurrent_activities": args.slots,
     }
     cleanup: list[Callable[[], None]] = []
+    abort: list[Callable[[], None]] = []
     child_pids: Callable[[], list[int]] = list
     if kind == "pool":
         worker: Any = pool.Worker(
@@ -248,6 +251,10 @@ async def start_worker(
             **common,
         )
         cleanup += [lambda: executor.shutdown(wait=True, cancel_futures=True), manager.shutdown]
+        # The stock worker blocks its event loop in a manager Queue.put (up to 5 s per
+        # activity) when the heartbeat queue is full (sdk-python #476); with the manager
+        # gone those calls fail at once and the worker can finish shutting down.
+        abort.append(manager.shutdown)
 
         def child_pids() -> list[int]:
             return _stock_process_pids(executor)
@@ -263,7 +270,7 @@ async def start_worker(
     else:
         raise ValueError(kind)
     run_task = asyncio.create_task(worker.run(), name=f"worker-{kind}")
-    return _UnderTest(kind, worker, run_task, child_pids, cleanup)
+    return _UnderTest(kind, worker, run_task, child_pids, cleanup, abort)
 
 
 async def stop_worker(ut: _UnderTest, sampler: _Sampler) -> list[str]:
@@ -277,6 +284,10 @@ async def stop_worker(ut: _UnderTest, sampler: _Sampler) -> list[str]:
         # Its children are still busy (the stock executor runs every queued task to the
         # end): stop them now, or the clean-up below waits for all of them.
         _kill_leftovers(sampler.processes(), grace=0.0)
+        for abort in ut.abort:
+            error = await _bounded(abort, _WORKER_STOP_TIMEOUT)
+            if error:
+                errors.append(f"abort: {error}")
     except Exception as err:
         errors.append(f"worker shutdown: {type(err).__name__}: {err}")
     if not ut.run_task.done():

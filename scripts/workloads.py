@@ -137,11 +137,15 @@ class LoadInput:
     calls: list[list[Any]] = field(default_factory=list)
     start_to_close_seconds: float = 60.0
     heartbeat_timeout_seconds: float | None = None
+    # Start at most this many at once (0: all). Large payloads need it: every schedule
+    # command of one workflow task travels in one gRPC message (4 MiB at most).
+    batch: int = 0
 
 
 @workflow.defn(sandboxed=False)
 class LoadWorkflow:
-    """Starts every activity of its input at once and returns their results in order.
+    """Starts the activities of its input (all at once, or ``batch`` at a time) and
+    returns their results in order.
 
     No retries: a failed activity shows up as ``{"error": ...}`` in the result, so the
     load test counts errors instead of hiding them behind retries. Not sandboxed: the
@@ -174,7 +178,12 @@ class LoadWorkflow:
             result.pop("data", None)  # keep the workflow result small
             return result
 
-        return list(await asyncio.gather(*(one(name, arg) for name, arg in inp.calls)))
+        step = inp.batch or len(inp.calls) or 1
+        results: list[dict[str, Any]] = []
+        for i in range(0, len(inp.calls), step):
+            batch = inp.calls[i : i + step]
+            results.extend(await asyncio.gather(*(one(name, arg) for name, arg in batch)))
+        return results
 
 
 # -- bench_dispatch.py: run in a pool child or a stdlib executor process --------------
