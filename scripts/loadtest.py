@@ -6,7 +6,8 @@
        ├─ for each worker in --compare (or --worker), on its own task queue:
        │     start worker ─▶ warm-up workflow (not measured)
        │     t0 ─▶ start --workflows LoadWorkflow runs, each starting
-       │           --activities-per-workflow activities at once ─▶ wait for all ─▶ t1
+       │           --activities-per-workflow activities at once (payload: in
+       │           batches of <= 1 MiB of arguments) ─▶ wait for all ─▶ t1
        │     fetch histories ─▶ schedule-to-close latencies ─▶ stop worker
        └─ table, ratios (pool / stock), --json, --png
 
@@ -25,12 +26,21 @@ Figures (one row per worker):
                  ActivityTaskCompleted.event_time - ActivityTaskScheduled.event_time
                  (both stamped by the server, so every worker is measured alike;
                  it includes the poll wait, dispatch, the activity and the respond RPC)
+  s2start p50    schedule-to-start (ActivityTaskStarted - Scheduled): not comparable
+                 across workers: the stock worker takes every task at once and queues
+                 it locally, the pool leaves it on the server until a child is free
   CPU eff.       sum of activity CPU (time.thread_time() inside each activity) /
                  ((t1 - t0) x --processes)
   peak RSS       largest RSS seen per child process (psutil, sampled every 0.2 s;
                  pool: its children; stock-process: the executor's processes)
   parent / server CPU per activity: where the rest of the machine's CPU went
+                 (the server's CPU is known only for the embedded server)
   errors         failed activities, failed or unfinished workflows
+
+--repeat N runs the whole comparison N times, alternating the order; the table
+then shows each worker's median run, and the ratios are the medians of the
+ratios paired within each run (same minute, same server). On a shared machine
+use it: single runs of a few seconds move by 10-30 %.
 
 Bounds: --workflows x --activities-per-workflow activities, at most --timeout
 seconds per worker for the measured part (then the rest is terminated and
@@ -38,7 +48,7 @@ reported as errors); warm-up, history fetch and shutdown have their own bounds.
 
 Examples:
   .venv/bin/python scripts/loadtest.py --compare pool,stock-process --workload noop \\
-      --workflows 20 --activities-per-workflow 10 --processes 2
+      --workflows 1 --activities-per-workflow 200 --processes 2 --slots 100 --repeat 3
   .venv/bin/python scripts/loadtest.py --compare pool,stock-process --workload cpu \\
       --workflows 1 --activities-per-workflow 16 --work-ms 500 --processes 2
   .venv/bin/python scripts/loadtest.py --worker pool --workload heartbeat --json out.json
