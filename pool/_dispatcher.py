@@ -594,6 +594,7 @@ class Dispatcher:
                 loop.call_soon_threadsafe(self.child_heartbeat, token, details[0])
 
         await self._shared_state.register_heartbeater(token, on_heartbeat)
+        done: TaskDone | None = None
         try:
             run = RunTask(
                 task_id=task.id,
@@ -641,7 +642,12 @@ class Dispatcher:
                     label="crashed",
                 )
         finally:
-            await self._shared_state.unregister_heartbeater(token)
+            forget = getattr(self._shared_state, "forget_heartbeater", None)
+            silent = done is not None and done.last_heartbeat is None and not done.heartbeat_error
+            if silent and forget is not None:
+                forget(token)  # it never heartbeated: nothing to flush
+            else:
+                await self._shared_state.unregister_heartbeater(token)
         return await self._from_child(task, done, dc)
 
     async def _from_child(

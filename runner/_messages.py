@@ -5,7 +5,7 @@ ourselves (`dumps`/`loads`): `multiprocess` would pickle them with the slow
 pure-Python pickler. The stdlib's C pickler goes first (a task message in
 ~15 us); cloudpickle (~40 us: its ``reducer_override`` runs for every object)
 only when the stdlib cannot, e.g. a lambda or a class defined in a function
-among the arguments or the result.
+among the arguments or the result, or when the message refers to ``__main__``.
 
 Two pipes per child:
 
@@ -45,9 +45,15 @@ __all__ = [
 
 def dumps(msg: object) -> bytes:
     try:
-        return pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError):
         return cloudpickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    # The stdlib refers to ``__main__`` objects by name, and a class defined under
+    # ``if __name__ == "__main__":`` does not exist in the other process:
+    # cloudpickle sends those by value.
+    if b"__main__" in data:
+        return cloudpickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    return data
 
 
 loads = pickle.loads

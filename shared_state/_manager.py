@@ -291,6 +291,11 @@ class SharedStateManager(temporalio.worker.SharedStateManager):
         finally:
             drainer.forget(task_token, release)
 
+    def forget_heartbeater(self, task_token: bytes) -> None:
+        """Forget ``task_token`` without a flush: for a caller that knows nothing was
+        posted for it (the task never heartbeated). Saves the flush round trip."""
+        self._rt.drainer.forget(task_token)
+
     # -- error listeners -------------------------------------------------------------------
 
     def add_error_listener(self, listener: ErrorListener) -> None:

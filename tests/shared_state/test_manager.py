@@ -384,3 +384,13 @@ def test_a_garbage_collected_manager_shuts_down() -> None:
     pid, directory = manager.pid, os.path.dirname(manager.address)
     del manager
     assert_eventually(lambda: _gone(pid) and not os.path.exists(directory), timeout=_WAIT)
+
+
+async def test_forget_heartbeater_drops_a_registration_without_a_flush(
+    manager: SharedStateManager,
+) -> None:
+    await manager.register_heartbeater(b"quiet", lambda *details: None)
+    assert manager.stats()["heartbeaters"] == 1
+    manager.forget_heartbeater(b"quiet")
+    assert manager.stats()["heartbeaters"] == 0
+    await manager.unregister_heartbeater(b"quiet")  # already gone: returns at once
