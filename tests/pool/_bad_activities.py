@@ -170,3 +170,8 @@ class BurnFanOut:
                 ]
             )
         )
+
+
+@activity.defn
+def echo(value: Any) -> Any:
+    return value

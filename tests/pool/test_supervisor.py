@@ -307,3 +307,57 @@ async def test_spawn_start_method_works_too():
         done = await p.run("burn", 1, 6)
         assert done.value == [6, 36]
         assert p.pool.config.start_method == "spawn"
+
+
+MAIN_GUARD_SCRIPT = '''
+import asyncio, os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+import temporalio.converter
+import pool
+from runner import ActivitySpec, RunTask
+from tests.pool import _bad_activities as B
+from tests.pool.test_supervisor import _info
+
+if __name__ == "__main__":
+    @dataclass
+    class OnlyInMain:  # does not exist when a child imports this script
+        x: int
+
+    async def main():
+        p = pool.ProcessPool(1)
+        await p.start(activities={"echo": ActivitySpec(B.echo, False)},
+                      converter=temporalio.converter.DataConverter.default,
+                      heartbeat_sender=None, on_fatal=print)
+        try:
+            await p.reserve()
+            _, future = await p.run(RunTask(task_id=1, activity_type="echo",
+                                            args=(OnlyInMain(3),), info=_info("echo"),
+                                            heartbeat_interval=30.0))
+            done = await future
+            print(done.outcome, done.value)
+        finally:
+            await p.stop()
+
+    asyncio.run(main())
+'''
+
+
+def test_arguments_of_classes_defined_under_a_main_guard(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "guarded.py"
+    script.write_text(MAIN_GUARD_SCRIPT)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "completed OnlyInMain(x=3)"
