@@ -18,12 +18,12 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import supervision_activities as S
 import temporalio.activity
 import temporalio.common
 import temporalio.converter
+from temporalio.testing import ActivityEnvironment
 
 import pool
 from runner import ActivitySpec, RunTask
@@ -41,28 +42,9 @@ TARGET_CORE_FREE = 0.5  # seconds after deadline + grace (issue 4)
 
 
 def _info(activity_type: str) -> temporalio.activity.Info:
-    now = datetime.now(timezone.utc)
-    return temporalio.activity.Info(
-        activity_id="1",
-        activity_type=activity_type,
-        attempt=1,
-        current_attempt_scheduled_time=now,
-        heartbeat_details=[],
-        heartbeat_timeout=None,
-        is_local=False,
-        namespace="default",
-        schedule_to_close_timeout=None,
-        scheduled_time=now,
-        start_to_close_timeout=None,
-        started_time=now,
-        task_queue="bench",
-        task_token=os.urandom(16),
-        workflow_id="wf",
-        workflow_namespace="default",
-        workflow_run_id="run",
-        workflow_type="WF",
-        priority=temporalio.common.Priority.default,
-        retry_policy=None,
+    """temporalio's test Info, with this task's type and a token of its own."""
+    return dataclasses.replace(
+        ActivityEnvironment.default_info(), activity_type=activity_type, task_token=os.urandom(16)
     )
 
 

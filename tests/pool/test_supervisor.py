@@ -10,7 +10,6 @@ import dataclasses
 import os
 import signal
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import psutil
@@ -19,6 +18,7 @@ import temporalio.activity
 import temporalio.common
 import temporalio.converter
 from temporalio.api.failure.v1 import Failure
+from temporalio.testing import ActivityEnvironment
 
 import pool
 from pool._supervisor import after_task, is_crash_loop, memory_verdict
@@ -42,28 +42,9 @@ ACTIVITIES = {
 
 
 def _info(activity_type: str) -> temporalio.activity.Info:
-    now = datetime.now(timezone.utc)
-    return temporalio.activity.Info(
-        activity_id="1",
-        activity_type=activity_type,
-        attempt=1,
-        current_attempt_scheduled_time=now,
-        heartbeat_details=[],
-        heartbeat_timeout=None,
-        is_local=False,
-        namespace="default",
-        schedule_to_close_timeout=None,
-        scheduled_time=now,
-        start_to_close_timeout=None,
-        started_time=now,
-        task_queue="q",
-        task_token=os.urandom(16),
-        workflow_id="wf",
-        workflow_namespace="default",
-        workflow_run_id="run",
-        workflow_type="WF",
-        priority=temporalio.common.Priority.default,
-        retry_policy=None,
+    """temporalio's test Info, with this task's type and a token of its own."""
+    return dataclasses.replace(
+        ActivityEnvironment.default_info(), activity_type=activity_type, task_token=os.urandom(16)
     )
 
 
@@ -309,7 +290,7 @@ async def test_spawn_start_method_works_too():
         assert p.pool.config.start_method == "spawn"
 
 
-MAIN_GUARD_SCRIPT = '''
+MAIN_GUARD_SCRIPT = """
 import asyncio, os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -340,7 +321,7 @@ if __name__ == "__main__":
             await p.stop()
 
     asyncio.run(main())
-'''
+"""
 
 
 def test_arguments_of_classes_defined_under_a_main_guard(tmp_path):
