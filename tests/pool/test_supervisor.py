@@ -293,7 +293,6 @@ async def test_spawn_start_method_works_too():
 MAIN_GUARD_SCRIPT = """
 import asyncio, os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 import temporalio.converter
 import pool
 from runner import ActivitySpec, RunTask

@@ -9,6 +9,7 @@ import inspect
 import temporalio.activity
 import temporalio.common
 import temporalio.converter
+from temporalio.testing import ActivityEnvironment
 
 from runner import _context
 
@@ -36,28 +37,7 @@ def test_the_public_activity_api_reads_our_context():
     shutdown = threading.Event()
     holder = _context.new_cancellation_holder()
     beats: list[tuple] = []
-    info = temporalio.activity.Info(
-        activity_id="a",
-        activity_type="t",
-        attempt=1,
-        current_attempt_scheduled_time=__import__("datetime").datetime.now(),
-        heartbeat_details=[],
-        heartbeat_timeout=None,
-        is_local=False,
-        namespace="default",
-        schedule_to_close_timeout=None,
-        scheduled_time=__import__("datetime").datetime.now(),
-        start_to_close_timeout=None,
-        started_time=__import__("datetime").datetime.now(),
-        task_queue="q",
-        task_token=b"t",
-        workflow_id="w",
-        workflow_namespace="default",
-        workflow_run_id="r",
-        workflow_type="W",
-        priority=temporalio.common.Priority.default,
-        retry_policy=None,
-    )
+    info = ActivityEnvironment.default_info()
     token = _context.enter_activity_context(
         info=info,
         heartbeat=lambda *d: beats.append(d),
