@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import multiprocess
+import psutil
 import pytest
 
 from shared_state import (
@@ -105,6 +106,11 @@ def test_a_stopped_manager_makes_senders_give_up_not_hang(manager: SharedStateMa
     sender.send_heartbeat(b"t", 1)  # connected and answered
     os.kill(manager.pid, signal.SIGSTOP)
     try:
+        # SIGSTOP takes effect asynchronously: wait until the kernel reports it stopped.
+        server = psutil.Process(manager.pid)
+        deadline = time.monotonic() + 5
+        while server.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+            time.sleep(0.001)
         started = time.monotonic()
         with pytest.raises(SharedStateUnreachableError, match=r"did not answer within 0\.5 s"):
             sender.send_heartbeat(b"t", 2)
