@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 from google.protobuf.wrappers_pb2 import DoubleValue
@@ -176,7 +177,7 @@ class Poller:
         self._pool = pool
         self._dispatch = dispatch
         self._stopping = False
-        self._calls: set[object] = set()
+        self._calls: dict[object, asyncio.Task[Any] | None] = {}  # call -> its poll loop
         self._loops: list[asyncio.Task[None]] = []
         self.polls = 0
         self.empty_polls = 0
@@ -225,10 +226,16 @@ class Poller:
         """Stop polling at once: cancel our own long polls (the dev server does
         not release them on ShutdownWorker)."""
         self._stopping = True
+        # A loop inside a poll: cancel only its call. If the server already answered
+        # with a task, cancel() is a no-op and the loop dispatches that task (it was
+        # accepted: it must run or be handed back). Cancelling the loop task instead
+        # could drop such an answer on the floor.
+        polling = set(self._calls.values())
         for call in list(self._calls):
             call.cancel()  # type: ignore[attr-defined]
         for loop_task in self._loops:
-            loop_task.cancel()
+            if loop_task not in polling:
+                loop_task.cancel()  # waiting for a slot, a child or the rate limit
 
     async def _poll_loop(self) -> None:
         request = self._request()
@@ -271,8 +278,8 @@ class Poller:
         self, request: PollActivityTaskQueueRequest
     ) -> PollActivityTaskQueueResponse:
         call = self._service.call_once("PollActivityTaskQueue", request, POLL_DEADLINE)
-        self._calls.add(call)
+        self._calls[call] = asyncio.current_task()
         try:
-            return await call
+            return await call  # type: ignore[no-any-return]
         finally:
-            self._calls.discard(call)
+            self._calls.pop(call, None)

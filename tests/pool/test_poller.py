@@ -1,0 +1,101 @@
+"""The poller's own rules with a stand-in for the gRPC service (pure logic; the real
+server is exercised by every worker test)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
+
+from pool._poller import Poller, PollSettings, Slots
+from tests.helpers import async_assert_eventually
+
+
+class _Call:
+    """A grpc.aio-like call: awaitable, cancel() works only before it completes."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[PollActivityTaskQueueResponse] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def __await__(self):
+        return self.future.__await__()
+
+    def cancel(self) -> bool:
+        return self.future.cancel()
+
+
+class _Service:
+    namespace = "default"
+    identity = "test"
+
+    def __init__(self) -> None:
+        self.calls: list[_Call] = []
+
+    def call_once(self, name: str, request: object, timeout: float) -> _Call:
+        call = _Call()
+        self.calls.append(call)
+        return call
+
+
+def _poller(service: _Service, dispatched: list, slots: Slots) -> Poller:
+    return Poller(
+        service=service,  # type: ignore[arg-type]
+        settings=PollSettings(
+            task_queue="q",
+            pollers=1,
+            max_task_queue_activities_per_second=None,
+            build_id=None,
+            use_worker_versioning=False,
+        ),
+        slots=slots,
+        limiter=None,
+        pool=None,
+        dispatch=lambda response, reserved: dispatched.append(response),
+    )
+
+
+async def test_a_task_answered_while_stopping_is_dispatched_not_dropped():
+    service, dispatched, slots = _Service(), [], Slots(1)
+    poller = _poller(service, dispatched, slots)
+    run = asyncio.create_task(poller.run())
+    await async_assert_eventually(lambda: len(service.calls) == 1)
+    # The server answers with a task, and the worker stops before the loop resumes.
+    service.calls[0].future.set_result(PollActivityTaskQueueResponse(task_token=b"t1"))
+    poller.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    assert [r.task_token for r in dispatched] == [b"t1"]
+    assert slots.used == 1  # the slot went with the task to the dispatcher
+
+
+async def test_stop_cancels_a_pending_poll_and_returns_its_slot():
+    service, dispatched, slots = _Service(), [], Slots(1)
+    poller = _poller(service, dispatched, slots)
+    run = asyncio.create_task(poller.run())
+    await async_assert_eventually(lambda: len(service.calls) == 1)
+    poller.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    assert service.calls[0].future.cancelled()
+    assert dispatched == [] and slots.used == 0
+
+
+async def test_empty_polls_poll_again_and_only_with_a_free_slot():
+    service, dispatched, slots = _Service(), [], Slots(1)
+    poller = _poller(service, dispatched, slots)
+    run = asyncio.create_task(poller.run())
+    await async_assert_eventually(lambda: len(service.calls) == 1)
+    service.calls[0].future.set_result(PollActivityTaskQueueResponse())  # long poll expired
+    await async_assert_eventually(lambda: len(service.calls) == 2)
+    service.calls[1].future.set_result(PollActivityTaskQueueResponse(task_token=b"t"))
+    await async_assert_eventually(lambda: len(dispatched) == 1)
+    # The only slot is now the task's: no third poll until it is released.
+    assert len(service.calls) == 2 and slots.used == 1
+    slots.release()
+    await async_assert_eventually(lambda: len(service.calls) == 3)
+    poller.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
