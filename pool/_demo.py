@@ -33,7 +33,6 @@ from ._launcher import (
     LaunchError,
     connect,
     one_line,
-    sandbox_runner,
 )
 
 __all__ = ["run_demo"]
@@ -108,7 +107,6 @@ async def _demo(args: argparse.Namespace, address: str, out: TextIO) -> int:
         task_queue=task_queue,
         activities=[burn_cpu],
         workflows=[FanOutWorkflow],
-        workflow_runner=sandbox_runner(),
         processes=args.processes,
     )
     pool = worker.process_pool

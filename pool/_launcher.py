@@ -88,10 +88,6 @@ _CONNECT_ATTEMPT_TIMEOUT = timedelta(seconds=5)
 # DescribeNamespace on a healthy frontend answers in milliseconds.
 _NAMESPACE_CHECK_TIMEOUT = timedelta(seconds=5)
 
-# Our own packages are never workflow code: the sandbox passes them through instead of
-# re-importing grpc, multiprocess and psutil for every workflow run.
-_PASSTHROUGH_MODULES = ("pool", "runner", "shared_state")
-
 
 class LaunchError(Exception):
     """A problem the user can fix: ``message`` is the one line printed, ``code`` the exit."""
@@ -869,15 +865,6 @@ async def connect(conn: Connection, *, identity: str | None = None, runtime: Any
     return client
 
 
-def sandbox_runner() -> Any:
-    """The default sandboxed workflow runner, with our own packages passed through."""
-    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH_MODULES)
-    )
-
-
 # -- signals ----------------------------------------------------------------------------
 
 
@@ -1019,7 +1006,6 @@ async def _serve(args: argparse.Namespace, found: Discovered, conn: Connection) 
             "task_queue": args.task_queue,
             "activities": list(found.activities),
             "workflows": list(found.workflows),
-            "workflow_runner": sandbox_runner(),
             "max_concurrent_activities": args.max_concurrent_activities,
             "max_concurrent_activity_task_polls": args.max_activity_polls,
             "max_activities_per_second": args.max_activities_per_second,

@@ -47,7 +47,7 @@ from temporalio.worker import (
     WorkerTuner,
     WorkflowRunner,
 )
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from runner import ActivitySpec
 
@@ -70,8 +70,15 @@ __all__ = ["Worker"]
 logger = logging.getLogger("pool.worker")
 
 _DEFAULT_SLOTS = 100  # the stock worker's default activity slot count
-# The stock worker's defaults, as module-level immutable singletons.
-_SANDBOXED = SandboxedWorkflowRunner()
+# Our packages are never workflow code: a workflow module that imports ``pool`` (the
+# smallest program does) gets them passed through the sandbox instead of re-imported
+# with grpc, multiprocess, psutil and prometheus_client, which the sandbox forbids.
+PASSTHROUGH_MODULES = ("pool", "runner", "shared_state")
+# The stock worker's defaults (the sandbox with our packages passed through), as
+# module-level immutable singletons.
+_SANDBOXED = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+)
 _UNSANDBOXED = UnsandboxedWorkflowRunner()
 _FIVE_POLLERS = PollerBehaviorSimpleMaximum(maximum=5)
 

@@ -423,3 +423,15 @@ async def test_payload_codec_runs_in_the_parent(client, task_queue):
     ]
     details = failed[0].application_failure_info.details.payloads[0]
     assert details.metadata["encoding"] == b"binary/reversed"
+
+
+async def test_a_workflow_module_that_imports_pool_runs_in_the_default_sandbox(client, task_queue):
+    from tests.pool import _imports_pool as P
+
+    async with pool.Worker(
+        client, task_queue=task_queue, activities=[P.crunch], workflows=[P.Crunch]
+    ):
+        result = await client.execute_workflow(
+            P.Crunch.run, 1000, id=_wf_id(), task_queue=task_queue
+        )
+    assert result == sum(i * i for i in range(1000))
