@@ -299,7 +299,6 @@ class ProcessPool:
             "converter": cloudpickle.dumps(converter),
             "heartbeat_sender": heartbeat_sender,
             "log_level": logging.getLogger().getEffectiveLevel(),
-            "parent_pid": os.getpid(),
         }
         for index in range(self.size):
             self._spawn(index)

@@ -89,7 +89,6 @@ class _ActivityPlan:
 
     definitions: dict[str, temporalio.activity._Definition]
     dynamic: temporalio.activity._Definition | None
-    has_sync: bool
     thread_executor: concurrent.futures.ThreadPoolExecutor | None
     pool: ProcessPool | None
     slots: Slots
@@ -212,7 +211,6 @@ def _plan_activities(
     return _ActivityPlan(
         definitions=definitions,
         dynamic=dynamic,
-        has_sync=has_sync,
         thread_executor=thread_executor,
         pool=pool,
         slots=slots,

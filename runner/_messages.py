@@ -71,7 +71,6 @@ class ChildSpec:
     # A picklable temporalio SharedHeartbeatSender (shared_state), or None.
     heartbeat_sender: Any
     log_level: int
-    parent_pid: int
 
 
 @dataclass(frozen=True)
