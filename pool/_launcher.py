@@ -346,6 +346,13 @@ def _add_run_parser(sub: Any) -> None:
         help="how long a cancelled activity may take to return before its child is killed "
         "(default: 5)",
     )
+    r.add_argument(
+        "--prefetch",
+        type=int,
+        metavar="N",
+        help="poll up to N tasks beyond the idle children (default: 0, never take a task "
+        "that cannot start at once); helps short activities, their timeouts run meanwhile",
+    )
 
     t = p.add_argument_group("per-type limits and metrics")
     t.add_argument(
@@ -939,6 +946,8 @@ def _pool_config(args: argparse.Namespace) -> Any:
         options[name] = getattr(args, name)
     if args.cancel_grace is not None:
         options["cancel_grace"] = timedelta(seconds=args.cancel_grace)
+    if args.prefetch is not None:
+        options["prefetch"] = args.prefetch
     try:
         return PoolConfig(**options)
     except WorkerConfigError as err:
@@ -955,6 +964,7 @@ def _pool_flags_given(args: argparse.Namespace) -> bool:
                 "max_memory_per_child",
                 "hard_memory_per_child",
                 "cancel_grace",
+                "prefetch",
             )
         )
         or args.start_method != "forkserver"
