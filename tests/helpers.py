@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["assert_eventually", "async_assert_eventually"]
+__all__ = ["assert_eventually", "async_assert_eventually", "workflow_id"]
 
 
 def _timeout_error(
@@ -72,3 +73,8 @@ async def async_assert_eventually(
         if remaining <= 0:
             raise _timeout_error(timeout, tries, last_error, result) from last_error
         await asyncio.sleep(min(interval, remaining))
+
+
+def workflow_id() -> str:
+    """A fresh workflow id for one test run."""
+    return f"wf-{uuid.uuid4().hex[:10]}"

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -14,7 +13,7 @@ from temporalio.api.workflowservice.v1 import PauseActivityRequest, ResetActivit
 from temporalio.service import RPCError
 
 import pool
-from tests.helpers import async_assert_eventually
+from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _activities as A
 from tests.pool import _hb_activities as H
 
@@ -37,10 +36,6 @@ def _worker(client, task_queue, **kwargs) -> pool.Worker:
     return pool.Worker(
         client, task_queue=task_queue, activities=ACTIVITIES, workflows=WORKFLOWS, **kwargs
     )
-
-
-def _wf_id() -> str:
-    return f"wf-{uuid.uuid4().hex[:10]}"
 
 
 async def _wait_heartbeating(handle) -> str:
@@ -71,7 +66,7 @@ async def test_cancel_from_the_workflow_raises_inside_the_child(
         handle = await client.start_workflow(
             H.CancelAfterSignal.run,
             args=["heartbeat_until_cancelled", [mode, notes]],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
         await _wait_heartbeating(handle)
@@ -89,7 +84,7 @@ async def test_shielded_section_finishes_before_the_cancel_lands(client, task_qu
         handle = await client.start_workflow(
             H.CancelAfterSignal.run,
             args=["heartbeat_until_cancelled", ["shield", notes]],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
 
@@ -109,7 +104,7 @@ async def test_cooperative_activity_sees_is_cancelled(client, task_queue, tmp_pa
         handle = await client.start_workflow(
             H.CancelAfterSignal.run,
             args=["poll_until_cancelled", [notes]],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
         await _wait_heartbeating(handle)
@@ -123,7 +118,7 @@ async def test_heartbeat_details_reach_the_next_attempt(client, task_queue):
         result = await client.execute_workflow(
             H.RunWithOptions.run,
             args=["heartbeat_then_fail", ["unused"], 0, 2],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
     assert result == ["progress", 8]
@@ -135,7 +130,7 @@ async def test_tight_heartbeat_loop_is_throttled(client, task_queue):
         calls = await client.execute_workflow(
             H.RunWithOptions.run,
             args=["tight_heartbeats", [2.0], 1.0, 1],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
         rpcs = worker.dispatcher.heartbeats.rpcs - before
@@ -150,7 +145,7 @@ async def test_not_found_heartbeat_cancels_and_reports_nothing(client, task_queu
         result = await client.execute_workflow(
             H.RunWithOptions.run,
             args=["heartbeat_gap", [notes, 2.5], 1.0, 2],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
     assert json.loads(result) == [{"event": "cancelled", "not_found": True}]
@@ -163,7 +158,7 @@ async def test_pause_and_reset_cancel_the_activity(client, task_queue, tmp_path,
         handle = await client.start_workflow(
             H.CancelAfterSignal.run,
             args=["heartbeat_until_cancelled", ["uncaught", notes]],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
         activity_id = await _wait_heartbeating(handle)
@@ -197,7 +192,7 @@ async def test_worker_shutdown_reaches_every_child(client, task_queue, tmp_path)
         await client.start_workflow(
             A.RunOne.run,
             args=["wait_for_worker_shutdown", [notes]],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
         for _ in range(2)
@@ -226,7 +221,7 @@ async def test_unconvertible_heartbeat_fails_the_activity_clearly(client, task_q
             await client.execute_workflow(
                 A.RunOne.run,
                 args=["unconvertible_heartbeat", []],
-                id=_wf_id(),
+                id=workflow_id(),
                 task_queue=task_queue,
             )
     cause = info.value.cause.cause
@@ -242,7 +237,7 @@ async def test_heartbeat_storm_leaves_the_worker_responsive(client, task_queue):
             await client.start_workflow(
                 H.RunWithOptions.run,
                 args=["tight_heartbeats", [3.0], 1.0, 1],
-                id=_wf_id(),
+                id=workflow_id(),
                 task_queue=task_queue,
             )
             for _ in range(2)
@@ -255,7 +250,7 @@ async def test_heartbeat_storm_leaves_the_worker_responsive(client, task_queue):
         started = time.monotonic()
         for name, expected in (("async_double", 8), ("pid_and_square", 16)):
             value, _ = await client.execute_workflow(
-                A.RunOne.run, args=[name, [4]], id=_wf_id(), task_queue=task_queue
+                A.RunOne.run, args=[name, [4]], id=workflow_id(), task_queue=task_queue
             )
             assert value == expected
         assert time.monotonic() - started < 2.0  # while two children are storming
@@ -280,7 +275,7 @@ async def test_cancel_raises_inside_a_thread_executor_activity(client, task_queu
             handle = await client.start_workflow(
                 H.CancelAfterSignal.run,
                 args=["heartbeat_until_cancelled", ["uncaught", notes]],
-                id=_wf_id(),
+                id=workflow_id(),
                 task_queue=task_queue,
             )
             await _wait_heartbeating(handle)

@@ -5,20 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import uuid
 from datetime import timedelta
 
 import pytest
 
 import pool
-from tests.helpers import async_assert_eventually
+from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _activities as A
 from tests.pool import _bad_activities as B
 from tests.pool import _hb_activities as H
-
-
-def _wf_id() -> str:
-    return f"wf-{uuid.uuid4().hex[:10]}"
 
 
 async def _failures(handle) -> list:
@@ -40,7 +35,10 @@ async def test_unfinished_activities_are_handed_back_as_worker_shutdown(client, 
     )
     run = asyncio.create_task(worker.run())
     handle = await client.start_workflow(
-        A.RunOne.run, args=["sleep_then_return", [60, "late"]], id=_wf_id(), task_queue=task_queue
+        A.RunOne.run,
+        args=["sleep_then_return", [60, "late"]],
+        id=workflow_id(),
+        task_queue=task_queue,
     )
     await async_assert_eventually(lambda: worker.dispatcher and worker.dispatcher.outstanding == 1)
     await worker.shutdown()
@@ -69,7 +67,7 @@ async def test_losing_the_shared_state_manager_is_a_fatal_error(client, task_que
     handle = await client.start_workflow(
         H.RunWithOptions.run,
         args=["tight_heartbeats", [30.0], 2.0, 1],
-        id=_wf_id(),
+        id=workflow_id(),
         task_queue=task_queue,
     )
     await async_assert_eventually(lambda: worker.dispatcher and worker.dispatcher.outstanding == 1)
@@ -91,7 +89,10 @@ async def test_a_crash_loop_fails_the_worker(client, task_queue):
     )
     run = asyncio.create_task(worker.run())
     handle = await client.start_workflow(
-        B.RunBounded.run, args=["exits_with_os_exit", [], 30, 0], id=_wf_id(), task_queue=task_queue
+        B.RunBounded.run,
+        args=["exits_with_os_exit", [], 30, 0],
+        id=workflow_id(),
+        task_queue=task_queue,
     )
     with pytest.raises(pool.CrashLoopError, match="Crash loop"):
         await asyncio.wait_for(run, timeout=60)
@@ -109,7 +110,10 @@ async def test_children_ignore_sigint(client, task_queue):
         [pid] = worker.process_pool.pids
         os.kill(pid, signal.SIGINT)
         answered = await client.execute_workflow(
-            B.RunBounded.run, args=["pid_of_child", [], 30, 1], id=_wf_id(), task_queue=task_queue
+            B.RunBounded.run,
+            args=["pid_of_child", [], 30, 1],
+            id=workflow_id(),
+            task_queue=task_queue,
         )
         assert answered == pid
         assert worker.process_pool.snapshot().deaths == 0

@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psutil
@@ -21,7 +20,7 @@ from temporalio.exceptions import ApplicationError, TimeoutError
 
 import pool
 from pool._devserver import DevServer
-from tests.helpers import assert_eventually, async_assert_eventually
+from tests.helpers import assert_eventually, async_assert_eventually, workflow_id
 from tests.pool import _bad_activities as B
 
 ACTIVITIES = [
@@ -57,10 +56,6 @@ TABLE = [
 ]
 
 
-def _wf_id() -> str:
-    return f"wf-{uuid.uuid4().hex[:10]}"
-
-
 @pytest.mark.parametrize(
     ("name", "args", "start_to_close", "error_type", "expected"),
     TABLE,
@@ -80,7 +75,7 @@ async def test_misbehaving_activity(
         run = client.execute_workflow(
             B.RunBounded.run,
             args=[name, args, start_to_close, 1],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
         if error_type is None:
@@ -101,7 +96,7 @@ async def test_misbehaving_activity(
                 assert not cause.non_retryable
         # The worker lives on, with a full pool.
         assert await client.execute_workflow(
-            B.RunBounded.run, args=["burn", [1, 5], 30, 1], id=_wf_id(), task_queue=task_queue
+            B.RunBounded.run, args=["burn", [1, 5], 30, 1], id=workflow_id(), task_queue=task_queue
         ) == [5, 25]
         await async_assert_eventually(lambda: len(worker.process_pool.pids) == 2)
         if error_type == "ChildProcessDied":
@@ -121,7 +116,7 @@ async def test_cancelled_activity_that_ignores_it_is_killed_and_reported(client,
         handle = await client.start_workflow(
             H.CancelAfterSignal.run,
             args=["ignores_cancellation", [60]],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
 
@@ -158,7 +153,7 @@ async def test_chaos_sigkill_children_under_load(client, task_queue):
         initial = set(worker.process_pool.pids)
         handles = [
             await client.start_workflow(
-                B.BurnFanOut.run, args=[8, 100], id=_wf_id(), task_queue=task_queue
+                B.BurnFanOut.run, args=[8, 100], id=workflow_id(), task_queue=task_queue
             )
             for _ in range(4)
         ]
@@ -252,7 +247,7 @@ async def test_server_restart_in_the_middle_of_a_load(tmp_path, task_queue):
             pids = set(worker.process_pool.pids)
             handles = [
                 await client.start_workflow(
-                    B.BurnFanOut.run, args=[6, 150], id=_wf_id(), task_queue=task_queue
+                    B.BurnFanOut.run, args=[6, 150], id=workflow_id(), task_queue=task_queue
                 )
                 for _ in range(4)
             ]

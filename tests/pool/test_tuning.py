@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,11 +11,8 @@ from temporalio.worker import ResourceBasedSlotConfig, WorkerTuner
 
 import pool
 from pool._poller import ResourceTargets, resources_allow
+from tests.helpers import workflow_id
 from tests.pool import _activities as A
-
-
-def _wf_id() -> str:
-    return f"wf-{uuid.uuid4().hex[:10]}"
 
 
 def _peaks(path: Path) -> dict[str, int]:
@@ -46,7 +42,7 @@ async def test_per_type_limit_leaves_the_rest_to_other_types(client, task_queue,
     ):
         handles = [
             await client.start_workflow(
-                A.RunOne.run, args=[name, [str(log), 0.3]], id=_wf_id(), task_queue=task_queue
+                A.RunOne.run, args=[name, [str(log), 0.3]], id=workflow_id(), task_queue=task_queue
             )
             for name in ["render_video"] * 3 + ["resize_image"] * 4
         ]
@@ -108,7 +104,7 @@ async def test_resource_based_tuner_runs_activities(client, task_queue, tmp_path
             await client.start_workflow(
                 A.RunOne.run,
                 args=["resize_image", [str(log), 0.2]],
-                id=_wf_id(),
+                id=workflow_id(),
                 task_queue=task_queue,
             )
             for _ in range(5)
@@ -128,7 +124,7 @@ async def test_max_activities_per_second_spaces_task_starts(client, task_queue):
     ):
         handles = [
             await client.start_workflow(
-                A.RunOne.run, args=["started_at", []], id=_wf_id(), task_queue=task_queue
+                A.RunOne.run, args=["started_at", []], id=workflow_id(), task_queue=task_queue
             )
             for _ in range(5)
         ]

@@ -7,7 +7,6 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import uuid
 from pathlib import Path
 
 import psutil
@@ -19,7 +18,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 
 import pool
-from tests.helpers import async_assert_eventually
+from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _activities as A
 
 SYNC_KINDS = {
@@ -30,15 +29,11 @@ SYNC_KINDS = {
 }
 
 
-def _wf_id() -> str:
-    return f"wf-{uuid.uuid4().hex[:10]}"
-
-
 async def _run_one(
     client: temporalio.client.Client, task_queue: str, name: str, *args: object, local: bool = False
 ) -> object:
     return await client.execute_workflow(
-        A.RunOne.run, args=[name, list(args), local], id=_wf_id(), task_queue=task_queue
+        A.RunOne.run, args=[name, list(args), local], id=workflow_id(), task_queue=task_queue
     )
 
 
@@ -77,7 +72,7 @@ async def test_sync_kinds_run_in_children(client, task_queue):
         assert len(children) == 2
         for name, expected in SYNC_KINDS.items():
             results = await client.execute_workflow(
-                A.FanOut.run, args=[name, 6], id=_wf_id(), task_queue=task_queue
+                A.FanOut.run, args=[name, 6], id=workflow_id(), task_queue=task_queue
             )
             assert [value for value, _ in results] == [expected(i) for i in range(6)]
             pids = {pid for _, pid in results}
@@ -234,7 +229,7 @@ async def test_never_more_tasks_started_than_slots_or_children(
             await client.start_workflow(
                 A.RunOne.run,
                 args=["record_concurrency", [str(log), 0.2]],
-                id=_wf_id(),
+                id=workflow_id(),
                 task_queue=task_queue,
             )
             for _ in range(8)
@@ -255,7 +250,10 @@ async def test_shutdown_reports_in_flight_results_and_leaves_no_child(client, ta
     )
     run = asyncio.create_task(worker.run())
     handle = await client.start_workflow(
-        A.RunOne.run, args=["sleep_then_return", [1.0, "done"]], id=_wf_id(), task_queue=task_queue
+        A.RunOne.run,
+        args=["sleep_then_return", [1.0, "done"]],
+        id=workflow_id(),
+        task_queue=task_queue,
     )
 
     def busy() -> bool:
@@ -395,14 +393,14 @@ async def test_payload_codec_runs_in_the_parent(client, task_queue):
         handle = await coded.start_workflow(
             A.RunOne.run,
             args=["add_points", [{"x": 1, "y": 2}, {"x": 10, "y": 20}], False],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
         assert await handle.result() == {"x": 11, "y": 22}
         failing = await coded.start_workflow(
             A.RunOne.run,
             args=["fail_application", ["app"], False],
-            id=_wf_id(),
+            id=workflow_id(),
             task_queue=task_queue,
         )
         with pytest.raises(WorkflowFailureError) as info:
@@ -432,6 +430,6 @@ async def test_a_workflow_module_that_imports_pool_runs_in_the_default_sandbox(c
         client, task_queue=task_queue, activities=[P.crunch], workflows=[P.Crunch]
     ):
         result = await client.execute_workflow(
-            P.Crunch.run, 1000, id=_wf_id(), task_queue=task_queue
+            P.Crunch.run, 1000, id=workflow_id(), task_queue=task_queue
         )
     assert result == sum(i * i for i in range(1000))
