@@ -37,6 +37,14 @@ class PoolConfig:
     """Extra modules for the fork server to import once (the activities' own
     modules are preloaded automatically)."""
 
+    lookahead: bool = True
+    """Poll for a busy child one poll round trip before its task is expected to end,
+    so the next task arrives as the child frees instead of a round trip later. The
+    expectation is conservative (the longest of the activity type's last runs, a type
+    needs 3 runs first, the median recent round trip capped at 50 ms), so a task
+    rarely waits in the worker; when one does it takes the first child that frees and
+    ``PoolSnapshot.tasks_waited`` counts it. False: poll only for idle children."""
+
     prefetch: int = 0
     """Tasks polled beyond the idle children (default 0: a task is only polled when an
     idle child can start it at once). With N > 0, up to N tasks wait in the worker for

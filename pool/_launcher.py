@@ -353,6 +353,14 @@ def _add_run_parser(sub: Any) -> None:
         help="poll up to N tasks beyond the idle children (default: 0, never take a task "
         "that cannot start at once); helps short activities, their timeouts run meanwhile",
     )
+    r.add_argument(
+        "--no-lookahead",
+        dest="lookahead",
+        action="store_false",
+        default=None,
+        help="poll only for idle children, not for a busy child one poll round trip before "
+        "its task is expected to end",
+    )
 
     t = p.add_argument_group("per-type limits and metrics")
     t.add_argument(
@@ -948,6 +956,8 @@ def _pool_config(args: argparse.Namespace) -> Any:
         options["cancel_grace"] = timedelta(seconds=args.cancel_grace)
     if args.prefetch is not None:
         options["prefetch"] = args.prefetch
+    if args.lookahead is not None:
+        options["lookahead"] = args.lookahead
     try:
         return PoolConfig(**options)
     except WorkerConfigError as err:
@@ -965,6 +975,7 @@ def _pool_flags_given(args: argparse.Namespace) -> bool:
                 "hard_memory_per_child",
                 "cancel_grace",
                 "prefetch",
+                "lookahead",
             )
         )
         or args.start_method != "forkserver"

@@ -2,8 +2,10 @@
 
 Each poll loop first takes a concurrency slot, waits for the local rate limit
 (``max_activities_per_second``), and, when sync activities run in the process
-pool, reserves an idle child. Only then does it poll, so a task never waits
-after it was accepted while its start-to-close clock runs (sdk-python #1168).
+pool, reserves a child: an idle one, or a busy one expected to finish within a
+poll round trip (``PoolConfig.lookahead``). Only then does it poll, so a task does
+not wait after it was accepted while its start-to-close clock runs (sdk-python
+#1168). Polls that return a task feed their round trip to the lookahead.
 """
 
 from __future__ import annotations
@@ -279,7 +281,12 @@ class Poller:
     ) -> PollActivityTaskQueueResponse:
         call = self._service.call_once("PollActivityTaskQueue", request, POLL_DEADLINE)
         self._calls[call] = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
         try:
-            return await call  # type: ignore[no-any-return]
+            response: PollActivityTaskQueueResponse = await call
         finally:
             self._calls.pop(call, None)
+        if response.task_token and self._pool is not None:
+            self._pool.lookahead.observe_poll(loop.time() - sent)
+        return response

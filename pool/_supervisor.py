@@ -56,6 +56,7 @@ from ._errors import (
     PoolError,
     describe_exit,
 )
+from ._lookahead import Lookahead
 
 __all__ = [
     "ChildKilled",
@@ -114,6 +115,10 @@ class _Child:
     cpu_seconds: float = 0.0
     ready_at: float | None = None
     psutil_proc: psutil.Process | None = None
+    started_at: float = 0.0  # loop clock, when the current task was sent
+    # When this busy child may back a lookahead poll (see pool._lookahead).
+    window: tuple[float, float] | None = None
+    window_handle: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,8 @@ class PoolSnapshot:
     kills: int
     replacement_seconds: tuple[float, ...] = field(default=())
     retired: tuple[ChildSnapshot, ...] = field(default=())
+    # Tasks that arrived before any child was free (lookahead or prefetch) and waited.
+    tasks_waited: int = 0
 
 
 # -- pure decisions ----------------------------------------------------------------
@@ -221,6 +228,7 @@ class ProcessPool:
         self._by_pid: dict[int, _Child] = {}
         self._idle: collections.deque[_Child] = collections.deque()
         self._reserved = 0
+        self.lookahead = Lookahead(self.config.lookahead)
         self._waiters: list[asyncio.Future[None]] = []
         self._spec_template: dict[str, Any] | None = None
         self._ctx: Any = None
@@ -263,6 +271,7 @@ class ProcessPool:
             kills=self._stats["kills"],
             replacement_seconds=tuple(self._replacement_seconds),
             retired=tuple(self._retired),
+            tasks_waited=self._stats["waited"],
         )
 
     def __repr__(self) -> str:
@@ -408,14 +417,24 @@ class ProcessPool:
         """Idle children not yet promised to a poller."""
         return len(self._idle) - self._reserved
 
-    async def reserve(self) -> None:
-        """Wait until an idle child can be promised to the next task.
+    def promisable(self) -> int:
+        """Promises :meth:`reserve` can still make: idle children, busy children whose
+        lookahead window is open, plus ``PoolConfig.prefetch``, less those made."""
+        assert self._loop is not None
+        now = self._loop.time()
+        ahead = Lookahead.open_count(
+            (c.window for c in self._children.values() if c.state is _State.BUSY), now
+        )
+        return len(self._idle) + ahead + self.config.prefetch - self._reserved
 
-        With ``PoolConfig.prefetch`` = N, up to N promises more than there are idle
-        children: those tasks wait in :meth:`run` for the next child that finishes.
+    async def reserve(self) -> None:
+        """Wait until a child can be promised to the next task: an idle one, or a busy
+        one expected to finish within a poll round trip (``PoolConfig.lookahead``).
+
+        With ``PoolConfig.prefetch`` = N, up to N promises more than that: those
+        tasks wait in :meth:`run` for the next child that finishes.
         """
-        floor = -self.config.prefetch
-        await self._wait_for(lambda: self.free() > floor or self._closing, None)
+        await self._wait_for(lambda: self.promisable() > 0 or self._closing, None)
         if self._closing:
             raise PoolError("The process pool is stopping")
         self._reserved += 1
@@ -446,7 +465,9 @@ class ProcessPool:
                 f"them to a child process: {type(err).__name__}: {err}"
             ) from err
         if not self._idle:
-            # A promised child died between reserve() and now: its replacement is coming.
+            # Promised to a busy child that has not finished yet (lookahead, prefetch),
+            # or a promised child died and its replacement is coming.
+            self._stats["waited"] += 1
             await self._wait_for(lambda: bool(self._idle) or self._closing, None)
             if not self._idle:
                 raise PoolError("The process pool stopped before the task could start")
@@ -455,6 +476,10 @@ class ProcessPool:
         child.task = task
         child.future = self._loop.create_future()
         child.task_conn.send_bytes(data)
+        child.started_at = now = self._loop.time()
+        child.window = self.lookahead.window(task.activity_type, now)
+        if child.window is not None:
+            child.window_handle = self._loop.call_at(child.window[0], self._notify)
         return child.pid, child.future
 
     def cancel(self, pid: int, task_id: int, details: Any, reason: str) -> None:
@@ -522,6 +547,13 @@ class ProcessPool:
                 child.ctrl_conn.send_bytes(dumps(WorkerShutdown()))
         self._make_idle(child)
 
+    @staticmethod
+    def _close_window(child: _Child) -> None:
+        child.window = None
+        if child.window_handle is not None:
+            child.window_handle.cancel()
+            child.window_handle = None
+
     def _make_idle(self, child: _Child) -> None:
         child.state = _State.IDLE
         child.task = None
@@ -536,6 +568,12 @@ class ProcessPool:
         if child.kill_handle is not None:
             child.kill_handle.cancel()
             child.kill_handle = None
+        self._close_window(child)
+        if child.task is not None and done.outcome in ("completed", "failed"):
+            assert self._loop is not None
+            self.lookahead.observe_run(
+                child.task.activity_type, self._loop.time() - child.started_at
+            )
         future, child.future = child.future, None
         child.tasks_done += 1
         if future is not None and not future.done():
@@ -571,6 +609,7 @@ class ProcessPool:
         exitcode = child.process.exitcode
         was = child.state
         child.state = _State.DEAD
+        self._close_window(child)
         if child.kill_handle is not None:
             child.kill_handle.cancel()
             child.kill_handle = None

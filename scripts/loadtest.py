@@ -239,7 +239,9 @@ async def start_worker(
         worker: Any = pool.Worker(
             client,
             activities=workloads.SYNC_ACTIVITIES,
-            pool_config=pool.PoolConfig(processes=args.processes, prefetch=args.prefetch),
+            pool_config=pool.PoolConfig(
+                processes=args.processes, prefetch=args.prefetch, lookahead=args.lookahead
+            ),
             **common,
         )
 
@@ -431,11 +433,14 @@ async def _run_workflows(
     )
 
 
-async def _latencies(handles: list[Any]) -> tuple[list[float], list[float]]:
-    """Schedule-to-close and schedule-to-start seconds of every closed activity."""
+async def _latencies(handles: list[Any]) -> tuple[list[float], list[float], int]:
+    """Schedule-to-close and schedule-to-start seconds of every closed activity, and
+    the number of workflow tasks the runs took (each one costs the server and the
+    parent; how many depends on how completions bunch up)."""
     sem = asyncio.Semaphore(_HISTORY_CONCURRENCY)
     close: list[float] = []
     start: list[float] = []
+    workflow_tasks = 0
     closing = {
         EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "activity_task_completed_event_attributes",
         EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: "activity_task_failed_event_attributes",
@@ -443,11 +448,14 @@ async def _latencies(handles: list[Any]) -> tuple[list[float], list[float]]:
     }
 
     async def one(handle: Any) -> None:
+        nonlocal workflow_tasks
         scheduled: dict[int, float] = {}
         async with sem:
             async for event in handle.fetch_history_events():
                 at = event.event_time.ToNanoseconds() / 1e9
-                if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                    workflow_tasks += 1
+                elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                     scheduled[event.event_id] = at
                 elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
                     sid = event.activity_task_started_event_attributes.scheduled_event_id
@@ -459,7 +467,7 @@ async def _latencies(handles: list[Any]) -> tuple[list[float], list[float]]:
                         close.append(at - scheduled[sid])
 
     await asyncio.gather(*(one(h) for h in handles), return_exceptions=True)
-    return close, start
+    return close, start, workflow_tasks
 
 
 def _cpu_of(pid: int | None) -> float:
@@ -562,9 +570,9 @@ async def run_one(
                 completed += 1
                 activity_cpu += float(r.get("cpu", 0.0))
     try:
-        close, start = await asyncio.wait_for(_latencies(handles), _HISTORY_TIMEOUT)
+        close, start, workflow_tasks = await asyncio.wait_for(_latencies(handles), _HISTORY_TIMEOUT)
     except asyncio.TimeoutError:
-        close, start = [], []
+        close, start, workflow_tasks = [], [], 0
         errors.append(f"history fetch took over {_HISTORY_TIMEOUT:g} s: no latencies")
 
     wall = t1 - t0
@@ -593,6 +601,7 @@ async def run_one(
             },
             "schedule_to_start_s": {"p50": percentile(start, 50), "p90": percentile(start, 90)},
             "activity_cpu_s": activity_cpu,
+            "workflow_tasks": workflow_tasks,
             "cpu_efficiency": activity_cpu / (wall * args.processes) if wall > 0 else 0.0,
             "children": children,
             "peak_rss_per_child": max((c["peak_rss"] for c in children), default=None),
@@ -620,6 +629,7 @@ def _pool_snapshot(snap: pool.PoolSnapshot) -> dict[str, Any]:
         "deaths": snap.deaths,
         "recycles": snap.recycles,
         "kills": snap.kills,
+        "tasks_waited": snap.tasks_waited,
         "children": [
             {
                 "pid": c.pid,
@@ -763,6 +773,7 @@ def print_report(
         "peak RSS/child",
         "parent CPU/act",
         "server CPU/act",
+        "wf tasks",
     ]
     body = []
     for r in results:
@@ -783,6 +794,7 @@ def print_report(
                 mib(r["peak_rss_per_child"]),
                 f"{r['parent_cpu_s'] / n * 1000:.2f} ms",
                 "-" if server is None else f"{server / n * 1000:.2f} ms",
+                r.get("workflow_tasks", 0),
             ]
         )
     print(table(headers, body))
@@ -940,6 +952,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         type=int,
         default=0,
         help="pool only: PoolConfig.prefetch, tasks polled beyond the idle children (0)",
+    )
+    p.add_argument(
+        "--no-lookahead",
+        dest="lookahead",
+        action="store_false",
+        help="pool only: PoolConfig(lookahead=False), poll only for idle children",
     )
     p.add_argument("--work-ms", type=float, default=20.0, help="CPU per activity (cpu, heartbeat)")
     p.add_argument("--payload-kb", type=int, default=256, help="argument and result size (payload)")

@@ -21,6 +21,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.testing import ActivityEnvironment
 
 import pool
+from pool._lookahead import Lookahead
 from pool._supervisor import after_task, is_crash_loop, memory_verdict
 from runner import ActivitySpec, RunTask
 from tests.helpers import async_assert_eventually
@@ -341,3 +342,40 @@ def test_arguments_of_classes_defined_under_a_main_guard(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "completed OnlyInMain(x=3)"
+
+
+
+async def test_lookahead_promises_a_busy_child_near_its_expected_end():
+    async with _Pool(1) as p:
+        for _ in range(Lookahead.MIN_RUNS):  # history: this type runs ~0.4 s
+            assert (await p.run("ignores_cancellation", 0.4)).value == "finished"
+        # What the poller feeds it: 200 ms round trips (allowed up to 200 ms here).
+        p.pool.lookahead.MAX_AHEAD = 0.2
+        p.pool.lookahead.observe_poll(0.2)
+        task_id, pid, long_one = await p.start("ignores_cancellation", 60.0)
+        assert p.pool.promisable() == 0  # busy, and ~0.2 s before its window opens
+        started = time.monotonic()
+        await asyncio.wait_for(p.pool.reserve(), timeout=10)
+        assert time.monotonic() - started >= 0.1  # not before one round trip before its end
+        assert not long_one.done()  # promised while still busy
+        assert p.pool.promisable() == 0  # one promise per busy child
+        p.pool.unreserve()
+        assert p.pool.promisable() == 1  # the window is still open ...
+        # ... and closes once the task overruns its expected end by a round trip.
+        await async_assert_eventually(lambda: p.pool.promisable() == 0)
+        assert not long_one.done()
+        p.pool.kill_task(pid, task_id, pool.ChildKilled(pid, "test over"))
+        with pytest.raises(pool.ChildKilled):
+            await long_one
+
+
+async def test_lookahead_off_polls_only_for_idle_children():
+    async with _Pool(1, lookahead=False) as p:
+        for _ in range(Lookahead.MIN_RUNS):
+            await p.run("burn", 1, 1)
+        p.pool.lookahead.observe_poll(0.05)
+        _, _, busy = await p.start("burn", 300, 2)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(p.pool.reserve(), timeout=0.2)
+        assert not busy.done()
+        assert (await busy).value == [2, 4]

@@ -1,0 +1,83 @@
+"""When to poll for a child that is still busy.
+
+A task is only polled when a child can start it at once (sdk-python #1168). Taken
+literally, that leaves every child idle for one poll round trip after each task:
+on a loaded dev server 5-12 ms, which is most of a no-op's cycle and a few percent
+of a 0.5 s one. Lookahead polls for a busy child *one poll round trip before its
+task is expected to end*, so the next task arrives as the child frees, not after.
+
+The expectation is deliberately conservative, so a task rarely waits in the worker:
+
+* the run time of an activity type is the **longest** of its last few runs (a
+  type with fewer than ``MIN_RUNS`` runs gets no lookahead);
+* the round trip is the **median** of recent polls that returned a task, capped at
+  ``MAX_AHEAD`` (a long poll on a quiet queue is not a round trip);
+* a child whose task already ran past that expectation by more than a round trip
+  gets no lookahead (it is doing something unusual);
+* one promise per busy child, at most.
+
+When a prediction is wrong the task waits for the first child that frees (any
+child), and :class:`pool.ProcessPool` counts it (``tasks_waited``).
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+from collections.abc import Iterable
+
+__all__ = ["Lookahead"]
+
+
+class Lookahead:
+    MIN_RUNS = 3
+    RUNS_KEPT = 8
+    POLLS_KEPT = 16
+    MAX_AHEAD = 0.05  # seconds
+    MAX_TYPES = 1024
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._runs: dict[str, collections.deque[float]] = {}
+        self._polls: collections.deque[float] = collections.deque(maxlen=self.POLLS_KEPT)
+
+    def __repr__(self) -> str:
+        state = "on" if self.enabled else "off"
+        ahead_ms = self.ahead() * 1000
+        return f"<Lookahead [{state} | ahead {ahead_ms:.1f} ms, {len(self._runs)} types]>"
+
+    def observe_run(self, activity_type: str, seconds: float) -> None:
+        """A task of ``activity_type`` ran ``seconds`` (dispatch to result, parent clock)."""
+        runs = self._runs.get(activity_type)
+        if runs is None:
+            if len(self._runs) >= self.MAX_TYPES:  # dynamic activities: forget the oldest type
+                del self._runs[next(iter(self._runs))]
+            runs = self._runs[activity_type] = collections.deque(maxlen=self.RUNS_KEPT)
+        runs.append(seconds)
+
+    def observe_poll(self, seconds: float) -> None:
+        """A poll that returned a task took ``seconds`` from request to response."""
+        self._polls.append(seconds)
+
+    def ahead(self) -> float:
+        """How long before a child's expected end its next task is polled (0: never)."""
+        if not self.enabled or not self._polls:
+            return 0.0
+        return min(statistics.median(self._polls), self.MAX_AHEAD)
+
+    def window(self, activity_type: str, started: float) -> tuple[float, float] | None:
+        """When a child that started ``activity_type`` at ``started`` may back a poll:
+        (opens, closes) on the same clock, or None when it may not at all."""
+        runs = self._runs.get(activity_type)
+        if not self.enabled or runs is None or len(runs) < self.MIN_RUNS:
+            return None
+        ahead = self.ahead()
+        if ahead <= 0.0:
+            return None
+        expected_end = started + max(runs)
+        return expected_end - ahead, expected_end + ahead
+
+    @staticmethod
+    def open_count(windows: Iterable[tuple[float, float] | None], now: float) -> int:
+        """How many of the busy children's windows are open at ``now``."""
+        return sum(1 for w in windows if w is not None and w[0] <= now <= w[1])
