@@ -35,6 +35,11 @@ Figures (one row per worker):
                  pool: its children; stock-process: the executor's processes)
   parent / server CPU per activity: where the rest of the machine's CPU went
                  (the server's CPU is known only for the embedded server)
+  wf tasks       workflow tasks the runs took: completions that bunch up share one,
+                 and each costs the server and the parent CPU
+  machine busy   all cores' busy time / (wall x cores)
+  other CPU      busy time of processes outside this test, per second of wall (a
+                 neighbour's job: read the run's figures with suspicion)
   errors         failed activities, failed or unfinished workflows
 
 --repeat N runs the whole comparison N times, alternating the order; the table
@@ -470,6 +475,15 @@ async def _latencies(handles: list[Any]) -> tuple[list[float], list[float], int]
     return close, start, workflow_tasks
 
 
+CPUS = psutil.cpu_count() or 1
+
+
+def _machine_busy() -> float:
+    """CPU seconds all cores spent on anything but idling since boot."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def _cpu_of(pid: int | None) -> float:
     """CPU seconds of ``pid`` and its descendants (0 when unknown)."""
     if pid is None:
@@ -528,6 +542,7 @@ async def run_one(
         cpu0 = sampler.cpu_snapshot()
         parent0 = time.process_time()
         server0 = _cpu_of(server_pid)
+        machine0 = _machine_busy()
         t0 = time.monotonic()
         measured = _run_workflows(
             client, task_queue, "run", inputs, args.timeout, progress, handles
@@ -541,6 +556,7 @@ async def run_one(
         t1 = time.monotonic()
         parent_cpu = time.process_time() - parent0
         server_cpu = _cpu_of(server_pid) - server0
+        machine_cpu = _machine_busy() - machine0
         cpu1 = sampler.cpu_snapshot()
         ticker.cancel()
         progress.show(final=True)
@@ -609,6 +625,16 @@ async def run_one(
             "parent_cpu_s": parent_cpu,
             "parent_peak_rss": sampler.parent_peak_rss,
             "server_cpu_s": server_cpu if server_pid else None,
+            # Every core's busy time during the run, and the part of it no process of
+            # this test used (another job on the machine: the figures are suspect).
+            "machine_busy": machine_cpu / (wall * CPUS) if wall > 0 else 0.0,
+            "other_cpu_s": max(
+                0.0,
+                machine_cpu
+                - parent_cpu
+                - sum(c["cpu_s"] for c in children)
+                - (server_cpu if server_pid else 0.0),
+            ),
         }
     )
     return result
@@ -774,6 +800,8 @@ def print_report(
         "parent CPU/act",
         "server CPU/act",
         "wf tasks",
+        "machine busy",
+        "other CPU",
     ]
     body = []
     for r in results:
@@ -795,6 +823,8 @@ def print_report(
                 f"{r['parent_cpu_s'] / n * 1000:.2f} ms",
                 "-" if server is None else f"{server / n * 1000:.2f} ms",
                 r.get("workflow_tasks", 0),
+                f"{r.get('machine_busy', 0.0):.0%}",
+                f"{r.get('other_cpu_s', 0.0) / max(r['wall_s'], 1e-9):.0%}",
             ]
         )
     print(table(headers, body))
