@@ -19,12 +19,16 @@ Two pipes per child:
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 import pickle
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import cloudpickle
 import temporalio.activity
+import temporalio.common
 
 __all__ = [
     "ActivitySpec",
@@ -88,6 +92,25 @@ class RunTask:
     # Seconds between heartbeats shipped to the parent (the sdk-core throttle).
     heartbeat_interval: float
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crosses once per task: a flat tuple, the Info packed (see pack_info).
+        return (
+            _run_task,
+            (
+                self.task_id,
+                self.activity_type,
+                self.args,
+                pack_info(self.info),
+                self.heartbeat_interval,
+            ),
+        )
+
+
+def _run_task(
+    task_id: int, activity_type: str, args: tuple[Any, ...], info: tuple[Any, ...], interval: float
+) -> RunTask:
+    return RunTask(task_id, activity_type, args, unpack_info(info), interval)
+
 
 @dataclass(frozen=True)
 class Stop:
@@ -144,3 +167,147 @@ class TaskDone:
     # Set when a heartbeat could not be converted: the activity is failed with it.
     heartbeat_error: bytes | None = None
     cpu_seconds: float = 0.0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crosses once per task: the field values only, not their names.
+        return (
+            TaskDone,
+            (
+                self.task_id,
+                self.outcome,
+                self.value,
+                self.failure,
+                self.last_heartbeat,
+                self.heartbeat_error,
+                self.cpu_seconds,
+            ),
+        )
+
+
+# -- the packed activity Info ------------------------------------------------------------
+#
+# Pickled as a dataclass, an Info spells out its twenty-odd field names and sends its
+# datetimes, timedeltas, Priority and RetryPolicy through the generic reduce path:
+# ~25 us to pickle and unpickle, every task. Packed, it is a tuple of plain values in
+# field order (datetimes and timedeltas as integer microseconds), ~5x cheaper, and
+# unpacks to an equal Info. Every slot that is not packed travels as itself; a value of
+# an unexpected type in a packed slot travels as a one-item list, so nothing is lost.
+# tests/runner/test_messages.py checks every field and fails loudly when a temporalio
+# release changes the shape of Info.
+
+_Info = temporalio.activity.Info
+_Priority = temporalio.common.Priority
+_RetryPolicy = temporalio.common.RetryPolicy
+
+INFO_FIELDS = tuple(f.name for f in dataclasses.fields(_Info))
+_PRIORITY_FIELDS = tuple(f.name for f in dataclasses.fields(_Priority))
+_RETRY_FIELDS = tuple(f.name for f in dataclasses.fields(_RetryPolicy))
+
+_info_values = operator.attrgetter(*INFO_FIELDS)
+_priority_values = operator.attrgetter(*_PRIORITY_FIELDS)
+_retry_values = operator.attrgetter(*_RETRY_FIELDS)
+
+# Positions of the packed slots (a renamed field fails here, at import).
+_DATETIMES = tuple(
+    INFO_FIELDS.index(name)
+    for name in ("current_attempt_scheduled_time", "scheduled_time", "started_time")
+)
+_TIMEDELTAS = tuple(
+    INFO_FIELDS.index(name)
+    for name in ("heartbeat_timeout", "schedule_to_close_timeout", "start_to_close_timeout")
+)
+_PRIORITY = INFO_FIELDS.index("priority")
+_RETRY_POLICY = INFO_FIELDS.index("retry_policy")
+_RETRY_TIMEDELTAS = tuple(
+    _RETRY_FIELDS.index(name) for name in ("initial_interval", "maximum_interval")
+)
+
+_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _pack_datetime(value: Any) -> Any:
+    if type(value) is datetime and value.tzinfo is _UTC and not value.fold:
+        return (value - _EPOCH) // _MICROSECOND
+    return None if value is None else [value]
+
+
+def _unpack_datetime(value: Any) -> Any:
+    if type(value) is int:
+        return _EPOCH + timedelta(0, 0, value)
+    return None if value is None else value[0]
+
+
+def _pack_timedelta(value: Any) -> Any:
+    if type(value) is timedelta:
+        return value // _MICROSECOND
+    return None if value is None else [value]
+
+
+def _unpack_timedelta(value: Any) -> Any:
+    if type(value) is int:
+        return timedelta(0, 0, value)
+    return None if value is None else value[0]
+
+
+def _rebuild(cls: type, names: tuple[str, ...], values: Any) -> Any:
+    # What unpickling a dataclass does: no __init__, the fields set directly.
+    obj: Any = object.__new__(cls)
+    obj.__dict__.update(zip(names, values, strict=True))
+    return obj
+
+
+def _pack_priority(value: Any) -> Any:
+    if type(value) is _Priority:
+        return _priority_values(value)
+    return None if value is None else [value]
+
+
+def _unpack_priority(value: Any) -> Any:
+    if type(value) is tuple:
+        return _rebuild(_Priority, _PRIORITY_FIELDS, value)
+    return None if value is None else value[0]
+
+
+def _pack_retry_policy(value: Any) -> Any:
+    if type(value) is not _RetryPolicy:
+        return None if value is None else [value]
+    values = list(_retry_values(value))
+    for i in _RETRY_TIMEDELTAS:
+        values[i] = _pack_timedelta(values[i])
+    return tuple(values)
+
+
+def _unpack_retry_policy(value: Any) -> Any:
+    if type(value) is not tuple:
+        return None if value is None else value[0]
+    values = list(value)
+    for i in _RETRY_TIMEDELTAS:
+        values[i] = _unpack_timedelta(values[i])
+    return _rebuild(_RetryPolicy, _RETRY_FIELDS, values)
+
+
+def pack_info(info: temporalio.activity.Info) -> tuple[Any, ...]:
+    """``info`` as a tuple of plain values, for :func:`unpack_info` in the other process."""
+    values = list(_info_values(info))
+    for i in _DATETIMES:
+        values[i] = _pack_datetime(values[i])
+    for i in _TIMEDELTAS:
+        values[i] = _pack_timedelta(values[i])
+    values[_PRIORITY] = _pack_priority(values[_PRIORITY])
+    values[_RETRY_POLICY] = _pack_retry_policy(values[_RETRY_POLICY])
+    return tuple(values)
+
+
+def unpack_info(packed: tuple[Any, ...]) -> temporalio.activity.Info:
+    """The Info that :func:`pack_info` packed: every field equal."""
+    values = list(packed)
+    for i in _DATETIMES:
+        values[i] = _unpack_datetime(values[i])
+    for i in _TIMEDELTAS:
+        values[i] = _unpack_timedelta(values[i])
+    values[_PRIORITY] = _unpack_priority(values[_PRIORITY])
+    values[_RETRY_POLICY] = _unpack_retry_policy(values[_RETRY_POLICY])
+    info: temporalio.activity.Info = _rebuild(_Info, INFO_FIELDS, values)
+    return info
