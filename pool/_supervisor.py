@@ -47,6 +47,7 @@ from runner import (
     dumps,
     loads,
 )
+from runner._frames import FrameReader, send_frame
 
 from ._config import PoolConfig
 from ._errors import (
@@ -100,6 +101,7 @@ class _Child:
     process: Any
     task_conn: Any
     ctrl_conn: Any
+    reader: FrameReader
     spawned_at: float
     pid: int = 0
     state: _State = _State.STARTING
@@ -342,6 +344,7 @@ class ProcessPool:
             process=process,
             task_conn=task_parent,
             ctrl_conn=ctrl_parent,
+            reader=FrameReader(task_parent.fileno()),
             spawned_at=time.monotonic(),
             pid=process.pid,
         )
@@ -454,7 +457,7 @@ class ProcessPool:
         child.state = _State.BUSY
         child.task = task
         child.future = self._loop.create_future()
-        child.task_conn.send_bytes(data)
+        send_frame(child.task_conn.fileno(), data)
         return child.pid, child.future
 
     def cancel(self, pid: int, task_id: int, details: Any, reason: str) -> None:
@@ -495,18 +498,20 @@ class ProcessPool:
 
     def _on_readable(self, child: _Child) -> None:
         try:
-            msg = loads(child.task_conn.recv_bytes())
+            messages = child.reader.feed()
         except (EOFError, OSError):
             self._forget_reader(child)
             return  # the sentinel tells us the rest
-        if isinstance(msg, TaskDone):
-            self._on_task_done(child, msg)
-        elif isinstance(msg, ChildReady):
-            self._on_ready(child)
-        elif isinstance(msg, ChildLog):
-            _emit_child_record(msg.record)
-        elif isinstance(msg, ChildBroken):
-            self._on_fatal(ChildBrokenError(msg.pid, msg.reason))
+        for data in messages:
+            msg = loads(data)
+            if isinstance(msg, TaskDone):
+                self._on_task_done(child, msg)
+            elif isinstance(msg, ChildReady):
+                self._on_ready(child)
+            elif isinstance(msg, ChildLog):
+                _emit_child_record(msg.record)
+            elif isinstance(msg, ChildBroken):
+                self._on_fatal(ChildBrokenError(msg.pid, msg.reason))
 
     def _on_ready(self, child: _Child) -> None:
         now = time.monotonic()

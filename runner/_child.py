@@ -31,6 +31,7 @@ import temporalio.converter
 import temporalio.exceptions
 
 from . import _context
+from ._frames import FrameReader, send_frame
 from ._messages import (
     ActivitySpec,
     CancelTask,
@@ -158,7 +159,7 @@ class _PipeWriter:
     """
 
     def __init__(self, conn: Any) -> None:
-        self._conn = conn
+        self._fd = conn.fileno()
         self._lock = threading.Lock()
         self._main = threading.main_thread()
 
@@ -168,7 +169,7 @@ class _PipeWriter:
             signal.pthread_sigmask(signal.SIG_BLOCK, {_CANCEL_SIGNAL})
         try:
             with self._lock:
-                self._conn.send_bytes(data)
+                send_frame(self._fd, data)
         finally:
             if in_main:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {_CANCEL_SIGNAL})
@@ -301,9 +302,10 @@ class _Child:
 
     def serve(self) -> None:
         self.writer.send(dumps(ChildReady(pid=os.getpid())))
+        reader = FrameReader(self._task_conn.fileno())
         while True:
             try:
-                data = self._task_conn.recv_bytes()
+                data = reader.read()
             except (EOFError, OSError):
                 os._exit(EXIT_PARENT_GONE)
             try:
