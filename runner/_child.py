@@ -153,25 +153,28 @@ class _Current:
 class _PipeWriter:
     """Writes whole messages to the task pipe from any thread.
 
-    A lock keeps messages from interleaving; in the main thread the cancel signal
-    is blocked during the write, so a ``CancelledError`` raised by its handler can
-    never cut a message in half (it lands right after the write instead).
+    A lock keeps messages from interleaving; in the main thread, while the cancel
+    signal's handler may raise (``raiser.armed``: an activity runs), the signal is
+    blocked during the write, so a ``CancelledError`` can never cut a message in half
+    (it lands right after the write instead). Only the main thread arms the raiser,
+    so between tasks (``TaskDone``, ``ChildReady``) the write needs no blocking.
     """
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, raiser: _context.CancelRaiser) -> None:
         self._fd = conn.fileno()
         self._lock = threading.Lock()
-        self._main = threading.main_thread()
+        self._main_ident = threading.main_thread().ident
+        self._raiser = raiser
 
     def send(self, data: bytes) -> None:
-        in_main = threading.current_thread() is self._main
-        if in_main:
+        block = self._raiser.armed and threading.get_ident() == self._main_ident
+        if block:
             signal.pthread_sigmask(signal.SIG_BLOCK, {_CANCEL_SIGNAL})
         try:
             with self._lock:
                 send_frame(self._fd, data)
         finally:
-            if in_main:
+            if block:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {_CANCEL_SIGNAL})
 
 
@@ -228,7 +231,7 @@ class _Child:
         self._lock = threading.Lock()
         self._main_ident = threading.get_ident()
         self._shipper = _Shipper(spec.heartbeat_sender, self._heartbeat_failed)
-        self.writer = _PipeWriter(task_conn)
+        self.writer = _PipeWriter(task_conn, self._raiser)
 
     # -- set-up ---------------------------------------------------------------
 

@@ -62,6 +62,11 @@ class CancelRaiser:
         self._pending = False
         self._armed = False
 
+    @property
+    def armed(self) -> bool:
+        """Whether the signal handler may raise (only the main thread arms it)."""
+        return self._armed
+
     def arm(self) -> None:
         self._depth = 0
         self._pending = False
