@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import temporalio.activity
@@ -80,8 +80,19 @@ class _Beats:
     latest: tuple[Any, ...] | None = None
     pending: tuple[Any, ...] | None = None
     scheduled: bool = False
-    ended: threading.Event = field(default_factory=threading.Event)
+    ended: bool = False
+    # What the shipper sleeps on between heartbeats, set by end(). The shipper makes
+    # it: a task that never heartbeats (most) costs no Event.
+    wakeup: threading.Event | None = None
     error: BaseException | None = None
+
+    def end(self) -> None:
+        # ended first, then wakeup: the shipper sets wakeup first, then reads ended,
+        # so one of the two sees the other.
+        self.ended = True
+        wakeup = self.wakeup
+        if wakeup is not None:
+            wakeup.set()
 
     def convert(self, details: tuple[Any, ...]) -> bytes:
         payloads = self.converter.to_payloads(details)
@@ -116,7 +127,10 @@ class _Shipper:
                 self._ship(beats)
 
     def _ship(self, beats: _Beats) -> None:
-        while not beats.ended.is_set():
+        wakeup = beats.wakeup
+        if wakeup is None:
+            wakeup = beats.wakeup = threading.Event()
+        while not beats.ended:
             details = beats.pending
             if details is None:
                 # Clear the flag, then look again: a heartbeat() that set pending
@@ -139,7 +153,7 @@ class _Shipper:
                     # The parent's side notices a dead manager and fails the worker;
                     # here we only say so and keep the activity running.
                     logger.exception("Could not ship a heartbeat to the parent")
-            beats.ended.wait(beats.interval)
+            wakeup.wait(beats.interval)
 
 
 @dataclass(eq=False)
@@ -428,7 +442,7 @@ class _Child:
             failure = _failure_bytes(converter, err)
         finally:
             cpu = time.process_time() - cpu_start
-            beats.ended.set()
+            beats.end()
             _context.exit_activity_context(ctx_token)
             with self._lock:
                 self._current = None
