@@ -159,9 +159,9 @@ class _Shipper:
 @dataclass(eq=False)
 class _Current:
     task_id: int
-    cancelled: threading.Event
     holder: Any
     raise_enabled: bool
+    beats: _Beats
 
 
 class _PipeWriter:
@@ -239,6 +239,11 @@ class _Child:
         self._converter = temporalio.converter.DataConverter.default
         self._contextual = False
         self._shutdown_event = threading.Event()
+        # The running task's cancel event, cleared before each task. Only the task in
+        # _current is ever cancelled, under _lock, so no late cancel of one task can
+        # reach the next.
+        self._cancelled = threading.Event()
+        self._contexts = _context.ChildContexts(self._cancelled, self._shutdown_event)
         self._raiser = _context.CancelRaiser()
         self._current: _Current | None = None
         self._early_cancels: dict[int, Any] = {}
@@ -298,22 +303,24 @@ class _Child:
                 # Arrived before the main thread picked the task up.
                 self._early_cancels[task_id] = details
                 return
-        self._deliver_cancel(current, details)
+            self._deliver_cancel(current, details)
 
     def _deliver_cancel(self, current: _Current, details: Any) -> None:
-        if current.cancelled.is_set():
+        """Cancel the running task: under _lock, or in the main thread (early cancels)."""
+        if self._cancelled.is_set():
             return
         if current.holder.details is None:
             current.holder.details = details
-        current.cancelled.set()
+        self._cancelled.set()
         if current.raise_enabled and self._raiser.request():
             signal.pthread_kill(self._main_ident, _CANCEL_SIGNAL)
 
     def _heartbeat_failed(self, beats: _Beats, err: BaseException) -> None:
         beats.error = err
-        current = self._current
-        if current is not None:
-            self._deliver_cancel(current, None)
+        with self._lock:
+            current = self._current
+            if current is not None and current.beats is beats:
+                self._deliver_cancel(current, None)
 
     # -- task loop ----------------------------------------------------------------
 
@@ -384,10 +391,13 @@ class _Child:
         raise_enabled = not spec.no_thread_cancel_exception
         current = _Current(
             task_id=task.task_id,
-            cancelled=threading.Event(),
             holder=_context.new_cancellation_holder(),
             raise_enabled=raise_enabled,
+            beats=beats,
         )
+        cancelled = self._cancelled
+        if cancelled.is_set():
+            cancelled.clear()  # no task is current: nothing sets it meanwhile
         shipper = self._shipper
 
         def heartbeat(*details: Any) -> None:
@@ -402,11 +412,9 @@ class _Child:
             self._current = current
             early = self._early_cancels.pop(task.task_id, None)
             self._early_cancels = {k: v for k, v in self._early_cancels.items() if k > task.task_id}
-        ctx_token = _context.enter_activity_context(
+        ctx_token = self._contexts.enter(
             info=info,
             heartbeat=heartbeat,
-            cancelled_event=current.cancelled,
-            worker_shutdown_event=self._shutdown_event,
             shield=self._raiser.shielded if raise_enabled else None,
             payload_converter=converter.payload_converter,
             cancellation_details=current.holder,
@@ -432,7 +440,7 @@ class _Child:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as err:
-            if isinstance(err, temporalio.exceptions.CancelledError) and current.cancelled.is_set():
+            if isinstance(err, temporalio.exceptions.CancelledError) and cancelled.is_set():
                 outcome = "cancelled"
             else:
                 outcome = "failed"
