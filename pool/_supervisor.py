@@ -400,6 +400,8 @@ class ProcessPool:
         return True
 
     def _notify(self) -> None:
+        if not self._waiters:
+            return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -418,7 +420,8 @@ class ProcessPool:
         children: those tasks wait in :meth:`run` for the next child that finishes.
         """
         floor = -self.config.prefetch
-        await self._wait_for(lambda: self.free() > floor or self._closing, None)
+        if self.free() <= floor and not self._closing:
+            await self._wait_for(lambda: self.free() > floor or self._closing, None)
         if self._closing:
             raise PoolError("The process pool is stopping")
         self._reserved += 1

@@ -408,10 +408,15 @@ class _Child:
                 shipper.wake()
 
         shipper.begin(beats)
+        early = None
         with self._lock:
             self._current = current
-            early = self._early_cancels.pop(task.task_id, None)
-            self._early_cancels = {k: v for k, v in self._early_cancels.items() if k > task.task_id}
+            if self._early_cancels:
+                early = self._early_cancels.pop(task.task_id, None)
+                # Cancels of older tasks: those ran elsewhere (or never will).
+                self._early_cancels = {
+                    k: v for k, v in self._early_cancels.items() if k > task.task_id
+                }
         ctx_token = self._contexts.enter(
             info=info,
             heartbeat=heartbeat,
