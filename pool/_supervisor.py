@@ -39,6 +39,7 @@ from runner import (
     ChildLog,
     ChildReady,
     ChildSpec,
+    PackedTask,
     RunTask,
     Stop,
     TaskDone,
@@ -444,7 +445,7 @@ class ProcessPool:
         if reserved:
             self._reserved -= 1
         try:
-            data = dumps(task)
+            data = dumps(PackedTask.of(task))
         except Exception as err:
             self._notify()
             raise TaskTransferError(

@@ -1,6 +1,6 @@
 """The child process: receive a task, run the activity, send the outcome back.
 
-    parent ──task pipe──▶ main thread: RunTask ─▶ activity fn ─▶ TaskDone ──▶ parent
+    parent ──task pipe──▶ main thread: PackedTask ─▶ activity fn ─▶ TaskDone ──▶ parent
     parent ──ctrl pipe──▶ listener thread: CancelTask / WorkerShutdown
                             └─ sets the local cancel event, then SIGUSR1 to the
                                main thread, whose handler raises CancelledError
@@ -39,7 +39,7 @@ from ._messages import (
     ChildLog,
     ChildReady,
     ChildSpec,
-    RunTask,
+    PackedTask,
     Stop,
     TaskDone,
     WorkerShutdown,
@@ -358,7 +358,7 @@ class _Child:
                 continue
             if isinstance(msg, Stop):
                 return
-            assert isinstance(msg, RunTask)
+            assert isinstance(msg, PackedTask)
             done = self.run(msg)
             try:
                 payload = dumps(done)
@@ -366,25 +366,36 @@ class _Child:
                 payload = dumps(_unpicklable_result(self._converter, done, err))
             self.writer.send(payload)
 
-    def run(self, task: RunTask) -> TaskDone:
+    def run(self, task: PackedTask) -> TaskDone:
         # The parent only sends registered types; "" is the dynamic activity.
         spec = self._activities.get(task.activity_type) or self._activities[""]
-        info = task.info
+        # The Info is unpacked when first asked for (activity.info(), a log record),
+        # once; one a task never asks for costs nothing.
+        unpacked: dict[str, temporalio.activity.Info] = {}
+
+        def info() -> temporalio.activity.Info:
+            got = unpacked.get("info")
+            if got is None:
+                # setdefault: two threads asking at once both get the one Info.
+                got = unpacked.setdefault("info", task.unpack_info())
+            return got
+
         converter = self._converter
         if self._contextual:
+            fields = info()
             converter = converter.with_context(
                 temporalio.converter.ActivitySerializationContext(
-                    namespace=info.namespace,
-                    activity_id=info.activity_id,
-                    activity_type=info.activity_type,
-                    activity_task_queue=info.task_queue,
-                    workflow_id=info.workflow_id,
-                    workflow_type=info.workflow_type,
-                    is_local=info.is_local,
+                    namespace=fields.namespace,
+                    activity_id=fields.activity_id,
+                    activity_type=fields.activity_type,
+                    activity_task_queue=fields.task_queue,
+                    workflow_id=fields.workflow_id,
+                    workflow_type=fields.workflow_type,
+                    is_local=fields.is_local,
                 )
             )
         beats = _Beats(
-            token=info.task_token,
+            token=task.task_token,
             interval=task.heartbeat_interval,
             converter=converter.payload_converter,
         )

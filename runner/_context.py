@@ -160,15 +160,16 @@ class ChildContexts:
     def enter(
         self,
         *,
-        info: temporalio.activity.Info,
+        info: Callable[[], temporalio.activity.Info],
         heartbeat: Callable[..., None],
         shield: Callable[[], AbstractContextManager[None]] | None,
         payload_converter: temporalio.converter.PayloadConverter,
         cancellation_details: temporalio.activity._ActivityCancellationDetailsHolder,
     ) -> contextvars.Token[Any]:
-        """Like :func:`enter_activity_context` with the child's events."""
+        """Like :func:`enter_activity_context` with the child's events. ``info`` is
+        what ``activity.info()`` calls (the child unpacks the Info on first use)."""
         context = temporalio.activity._Context(
-            info=lambda: info,
+            info=info,
             heartbeat=heartbeat,
             cancelled_event=self._cancelled,
             worker_shutdown_event=self._worker_shutdown,

@@ -9,7 +9,7 @@ among the arguments or the result, or when the message refers to ``__main__``.
 
 Two pipes per child:
 
-* the task pipe (duplex): parent -> child ``RunTask`` / ``Stop``;
+* the task pipe (duplex): parent -> child ``PackedTask`` (a ``RunTask``) / ``Stop``;
   child -> parent ``ChildReady`` / ``TaskDone`` / ``ChildLog``. Only the child's
   main thread reads it; writes take a lock (log records come from any thread).
 * the control pipe (parent -> child): ``CancelTask`` / ``WorkerShutdown``, read
@@ -38,6 +38,7 @@ __all__ = [
     "ChildReady",
     "ChildSpec",
     "Outcome",
+    "PackedTask",
     "RunTask",
     "Stop",
     "TaskDone",
@@ -92,24 +93,49 @@ class RunTask:
     # Seconds between heartbeats shipped to the parent (the sdk-core throttle).
     heartbeat_interval: float
 
+
+@dataclass(frozen=True)
+class PackedTask:
+    """A ``RunTask`` as it crosses the task pipe, once per task: its Info packed
+    (:func:`pack_info`), unpacked in the child only when the activity asks for it."""
+
+    task_id: int
+    activity_type: str
+    args: tuple[Any, ...]
+    packed_info: tuple[Any, ...]
+    heartbeat_interval: float
+
+    @classmethod
+    def of(cls, task: RunTask) -> PackedTask:
+        return cls(
+            task.task_id,
+            task.activity_type,
+            task.args,
+            pack_info(task.info),
+            task.heartbeat_interval,
+        )
+
+    @property
+    def task_token(self) -> bytes:
+        token: bytes = self.packed_info[_TASK_TOKEN]
+        return token
+
+    def unpack_info(self) -> temporalio.activity.Info:
+        """A new Info equal to the RunTask's (every call unpacks again)."""
+        return unpack_info(self.packed_info)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        # Crosses once per task: a flat tuple, the Info packed (see pack_info).
+        # The field values only, not their names.
         return (
-            _run_task,
+            PackedTask,
             (
                 self.task_id,
                 self.activity_type,
                 self.args,
-                pack_info(self.info),
+                self.packed_info,
                 self.heartbeat_interval,
             ),
         )
-
-
-def _run_task(
-    task_id: int, activity_type: str, args: tuple[Any, ...], info: tuple[Any, ...], interval: float
-) -> RunTask:
-    return RunTask(task_id, activity_type, args, unpack_info(info), interval)
 
 
 @dataclass(frozen=True)
@@ -190,8 +216,9 @@ class TaskDone:
 # datetimes, timedeltas, Priority and RetryPolicy through the generic reduce path:
 # ~25 us to pickle and unpickle, every task. Packed, it is a tuple of plain values in
 # field order (datetimes and timedeltas as integer microseconds), ~5x cheaper, and
-# unpacks to an equal Info. Every slot that is not packed travels as itself; a value of
-# an unexpected type in a packed slot travels as a one-item list, so nothing is lost.
+# unpacks to an equal Info (in the child, only when asked for: see PackedTask). Every
+# slot that is not packed travels as itself; a value of an unexpected type in a packed
+# slot travels as a one-item list, so nothing is lost.
 # tests/runner/test_messages.py checks every field and fails loudly when a temporalio
 # release changes the shape of Info.
 
@@ -216,6 +243,7 @@ _TIMEDELTAS = tuple(
     INFO_FIELDS.index(name)
     for name in ("heartbeat_timeout", "schedule_to_close_timeout", "start_to_close_timeout")
 )
+_TASK_TOKEN = INFO_FIELDS.index("task_token")
 _PRIORITY = INFO_FIELDS.index("priority")
 _RETRY_POLICY = INFO_FIELDS.index("retry_policy")
 _RETRY_TIMEDELTAS = tuple(

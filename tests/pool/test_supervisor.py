@@ -32,6 +32,7 @@ ACTIVITIES = {
         "exits_with_os_exit",
         "segfaults",
         "pid_of_child",
+        "info_in_child",
         "burn",
         "timed_cancel_probe",
         "ignores_signals_forever",
@@ -94,6 +95,38 @@ async def test_children_start_and_run_tasks():
         assert done.outcome == "completed" and done.value == [7, 49]
         assert done.cpu_seconds >= 0.009
         assert repr(p.pool).startswith("<ProcessPool [Children: 2 alive")
+
+
+async def test_activity_info_in_the_child_equals_the_parents():
+    from datetime import datetime, timedelta, timezone
+
+    info = dataclasses.replace(
+        _info("info_in_child"),
+        attempt=4,
+        heartbeat_details=[{"step": 3}],
+        heartbeat_timeout=timedelta(seconds=7),
+        started_time=datetime.now(timezone.utc),
+        priority=temporalio.common.Priority(priority_key=2, fairness_key="t"),
+        retry_policy=temporalio.common.RetryPolicy(maximum_attempts=9),
+        workflow_run_id="run-1",
+    )
+    async with _Pool(1) as p:
+        await p.pool.reserve()
+        _, future = await p.pool.run(
+            RunTask(
+                task_id=1,
+                activity_type="info_in_child",
+                args=(),
+                info=info,
+                heartbeat_interval=30.0,
+            )
+        )
+        done = await future
+    assert done.outcome == "completed", done
+    seen, same_object = done.value
+    assert seen == info and same_object
+    for f in dataclasses.fields(info):
+        assert getattr(seen, f.name) == getattr(info, f.name), f.name
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,7 @@ def test_child_contexts_reuse_the_events_across_tasks():
         info = dataclasses.replace(ActivityEnvironment.default_info(), attempt=attempt)
         holder = _context.new_cancellation_holder()
         token = contexts.enter(
-            info=info,
+            info=lambda info=info: info,
             heartbeat=lambda *d: None,
             shield=None,
             payload_converter=converter,
@@ -102,7 +102,7 @@ def test_child_contexts_reuse_the_events_across_tasks():
         cancelled.clear()
     shutdown.set()
     token = contexts.enter(
-        info=ActivityEnvironment.default_info(),
+        info=ActivityEnvironment.default_info,
         heartbeat=lambda *d: None,
         shield=None,
         payload_converter=converter,

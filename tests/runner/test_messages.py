@@ -1,4 +1,4 @@
-"""The compact wire forms of RunTask / TaskDone (runner/_messages.py) lose nothing.
+"""The compact wire forms of RunTask (PackedTask) and TaskDone lose nothing.
 
 The packed Info knows some fields by name; these tests fail loudly when a temporalio
 release adds, renames or retypes a field of Info, Priority or RetryPolicy, so the
@@ -16,7 +16,7 @@ import temporalio.activity
 import temporalio.common
 from temporalio.testing import ActivityEnvironment
 
-from runner import RunTask, TaskDone, _messages, dumps, loads
+from runner import PackedTask, RunTask, TaskDone, _messages, dumps, loads
 
 # The Info fields of temporalio 1.35, with the types the packing expects.
 KNOWN_INFO_FIELDS = (
@@ -152,9 +152,19 @@ def test_info_round_trips_every_field(info: temporalio.activity.Info):
     task = RunTask(
         task_id=9, activity_type="do_it", args=(1, "a"), info=info, heartbeat_interval=2.5
     )
-    got = loads(dumps(task))
-    _assert_same(got, task)
-    assert got == task
+    got = loads(dumps(PackedTask.of(task)))
+    assert type(got) is PackedTask
+    assert (got.task_id, got.activity_type, got.args, got.heartbeat_interval) == (
+        9,
+        "do_it",
+        (1, "a"),
+        2.5,
+    )
+    assert got.task_token == info.task_token
+    _assert_same(got.unpack_info(), info)
+    assert got.unpack_info() == info
+    # RunTask itself still pickles as the plain dataclass it is.
+    assert loads(dumps(task)) == task
 
 
 def test_packed_info_is_plain_data():
