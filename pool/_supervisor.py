@@ -39,14 +39,15 @@ from runner import (
     ChildLog,
     ChildReady,
     ChildSpec,
-    PackedTask,
     RunTask,
     Stop,
     TaskDone,
     WorkerShutdown,
     child_main,
+    done_from_wire,
     dumps,
     loads,
+    task_to_wire,
 )
 from runner._frames import FrameReader, send_frame
 
@@ -445,7 +446,7 @@ class ProcessPool:
         if reserved:
             self._reserved -= 1
         try:
-            data = dumps(PackedTask.of(task))
+            data = dumps(task_to_wire(task))
         except Exception as err:
             self._notify()
             raise TaskTransferError(
@@ -510,8 +511,8 @@ class ProcessPool:
             return  # the sentinel tells us the rest
         for data in messages:
             msg = loads(data)
-            if isinstance(msg, TaskDone):
-                self._on_task_done(child, msg)
+            if type(msg) is tuple:
+                self._on_task_done(child, done_from_wire(msg))
             elif isinstance(msg, ChildReady):
                 self._on_ready(child)
             elif isinstance(msg, ChildLog):

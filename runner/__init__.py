@@ -17,8 +17,12 @@ from ._messages import (
     Stop,
     TaskDone,
     WorkerShutdown,
+    done_from_wire,
+    done_to_wire,
     dumps,
     loads,
+    task_from_wire,
+    task_to_wire,
 )
 
 __all__ = [
@@ -37,8 +41,12 @@ __all__ = [
     "Stop",
     "TaskDone",
     "WorkerShutdown",
+    "done_from_wire",
+    "done_to_wire",
     "dumps",
     "loads",
+    "task_from_wire",
+    "task_to_wire",
     # entry point
     "child_main",
 ]

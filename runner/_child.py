@@ -43,8 +43,10 @@ from ._messages import (
     Stop,
     TaskDone,
     WorkerShutdown,
+    done_to_wire,
     dumps,
     loads,
+    task_from_wire,
 )
 
 __all__ = ["EXIT_BROKEN", "EXIT_PARENT_GONE", "child_main"]
@@ -339,31 +341,33 @@ class _Child:
                 # Its id is unreadable too; -1 means "the task this child runs".
                 self.writer.send(
                     dumps(
-                        TaskDone(
-                            task_id=-1,
-                            outcome="failed",
-                            failure=_failure_bytes(
-                                self._converter,
-                                temporalio.exceptions.ApplicationError(
-                                    "The activity's arguments could not be unpickled in the "
-                                    f"child process: {type(err).__name__}: {err}. Make every "
-                                    "argument type importable from a module (not defined in "
-                                    "a function).",
-                                    type="ArgumentTransferError",
+                        done_to_wire(
+                            TaskDone(
+                                task_id=-1,
+                                outcome="failed",
+                                failure=_failure_bytes(
+                                    self._converter,
+                                    temporalio.exceptions.ApplicationError(
+                                        "The activity's arguments could not be unpickled in the "
+                                        f"child process: {type(err).__name__}: {err}. Make every "
+                                        "argument type importable from a module (not defined in "
+                                        "a function).",
+                                        type="ArgumentTransferError",
+                                    ),
                                 ),
-                            ),
+                            )
                         )
                     )
                 )
                 continue
-            if isinstance(msg, Stop):
+            if type(msg) is not tuple:
+                assert isinstance(msg, Stop), msg
                 return
-            assert isinstance(msg, PackedTask)
-            done = self.run(msg)
+            done = self.run(task_from_wire(msg))
             try:
-                payload = dumps(done)
+                payload = dumps(done_to_wire(done))
             except Exception as err:
-                payload = dumps(_unpicklable_result(self._converter, done, err))
+                payload = dumps(done_to_wire(_unpicklable_result(self._converter, done, err)))
             self.writer.send(payload)
 
     def run(self, task: PackedTask) -> TaskDone:

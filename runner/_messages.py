@@ -9,12 +9,17 @@ among the arguments or the result, or when the message refers to ``__main__``.
 
 Two pipes per child:
 
-* the task pipe (duplex): parent -> child ``PackedTask`` (a ``RunTask``) / ``Stop``;
+* the task pipe (duplex): parent -> child ``RunTask`` / ``Stop``;
   child -> parent ``ChildReady`` / ``TaskDone`` / ``ChildLog``. Only the child's
   main thread reads it; writes take a lock (log records come from any thread).
 * the control pipe (parent -> child): ``CancelTask`` / ``WorkerShutdown``, read
   by the child's listener thread, so cancellation reaches a busy child. Its EOF
   tells the child that the parent is gone.
+
+The two messages of every task, ``RunTask`` and ``TaskDone``, cross as plain tuples
+(``task_to_wire`` / ``task_from_wire``, ``done_to_wire`` / ``done_from_wire``): no
+class to look up or reduce on either side, and no field names. A tuple on the task
+pipe is always one of these two; every other message is its dataclass.
 """
 
 from __future__ import annotations
@@ -43,8 +48,12 @@ __all__ = [
     "Stop",
     "TaskDone",
     "WorkerShutdown",
+    "done_from_wire",
+    "done_to_wire",
     "dumps",
     "loads",
+    "task_from_wire",
+    "task_to_wire",
 ]
 
 
@@ -96,24 +105,14 @@ class RunTask:
 
 @dataclass(frozen=True)
 class PackedTask:
-    """A ``RunTask`` as it crosses the task pipe, once per task: its Info packed
-    (:func:`pack_info`), unpacked in the child only when the activity asks for it."""
+    """A ``RunTask`` as the child receives it: its Info still packed
+    (:func:`pack_info`), unpacked only when the activity asks for it."""
 
     task_id: int
     activity_type: str
     args: tuple[Any, ...]
     packed_info: tuple[Any, ...]
     heartbeat_interval: float
-
-    @classmethod
-    def of(cls, task: RunTask) -> PackedTask:
-        return cls(
-            task.task_id,
-            task.activity_type,
-            task.args,
-            pack_info(task.info),
-            task.heartbeat_interval,
-        )
 
     @property
     def task_token(self) -> bytes:
@@ -124,18 +123,21 @@ class PackedTask:
         """A new Info equal to the RunTask's (every call unpacks again)."""
         return unpack_info(self.packed_info)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The field values only, not their names.
-        return (
-            PackedTask,
-            (
-                self.task_id,
-                self.activity_type,
-                self.args,
-                self.packed_info,
-                self.heartbeat_interval,
-            ),
-        )
+
+def task_to_wire(task: RunTask) -> tuple[Any, ...]:
+    """``task`` as it crosses the task pipe (in the parent)."""
+    return (
+        task.task_id,
+        task.activity_type,
+        task.args,
+        pack_info(task.info),
+        task.heartbeat_interval,
+    )
+
+
+def task_from_wire(wire: tuple[Any, ...]) -> PackedTask:
+    """What :func:`task_to_wire` sent (in the child)."""
+    return PackedTask(*wire)
 
 
 @dataclass(frozen=True)
@@ -194,20 +196,23 @@ class TaskDone:
     heartbeat_error: bytes | None = None
     cpu_seconds: float = 0.0
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Crosses once per task: the field values only, not their names.
-        return (
-            TaskDone,
-            (
-                self.task_id,
-                self.outcome,
-                self.value,
-                self.failure,
-                self.last_heartbeat,
-                self.heartbeat_error,
-                self.cpu_seconds,
-            ),
-        )
+
+def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
+    """``done`` as it crosses the task pipe (in the child)."""
+    return (
+        done.task_id,
+        done.outcome,
+        done.value,
+        done.failure,
+        done.last_heartbeat,
+        done.heartbeat_error,
+        done.cpu_seconds,
+    )
+
+
+def done_from_wire(wire: tuple[Any, ...]) -> TaskDone:
+    """What :func:`done_to_wire` sent (in the parent)."""
+    return TaskDone(*wire)
 
 
 # -- the packed activity Info ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The compact wire forms of RunTask (PackedTask) and TaskDone lose nothing.
+"""The wire forms of RunTask and TaskDone (plain tuples, the Info packed) lose nothing.
 
 The packed Info knows some fields by name; these tests fail loudly when a temporalio
 release adds, renames or retypes a field of Info, Priority or RetryPolicy, so the
@@ -16,7 +16,18 @@ import temporalio.activity
 import temporalio.common
 from temporalio.testing import ActivityEnvironment
 
-from runner import PackedTask, RunTask, TaskDone, _messages, dumps, loads
+from runner import (
+    PackedTask,
+    RunTask,
+    TaskDone,
+    _messages,
+    done_from_wire,
+    done_to_wire,
+    dumps,
+    loads,
+    task_from_wire,
+    task_to_wire,
+)
 
 # The Info fields of temporalio 1.35, with the types the packing expects.
 KNOWN_INFO_FIELDS = (
@@ -152,7 +163,9 @@ def test_info_round_trips_every_field(info: temporalio.activity.Info):
     task = RunTask(
         task_id=9, activity_type="do_it", args=(1, "a"), info=info, heartbeat_interval=2.5
     )
-    got = loads(dumps(PackedTask.of(task)))
+    wire = loads(dumps(task_to_wire(task)))
+    assert type(wire) is tuple
+    got = task_from_wire(wire)
     assert type(got) is PackedTask
     assert (got.task_id, got.activity_type, got.args, got.heartbeat_interval) == (
         9,
@@ -163,8 +176,7 @@ def test_info_round_trips_every_field(info: temporalio.activity.Info):
     assert got.task_token == info.task_token
     _assert_same(got.unpack_info(), info)
     assert got.unpack_info() == info
-    # RunTask itself still pickles as the plain dataclass it is.
-    assert loads(dumps(task)) == task
+    assert loads(dumps(task)) == task  # and as the dataclass it is
 
 
 def test_packed_info_is_plain_data():
@@ -195,6 +207,9 @@ def test_packed_info_is_plain_data():
     ],
 )
 def test_task_done_round_trips(done: TaskDone):
-    got = loads(dumps(done))
-    _assert_same(got, done)
+    wire = loads(dumps(done_to_wire(done)))
+    assert type(wire) is tuple
+    _assert_same(done_from_wire(wire), done)
     assert pickle.loads(pickle.dumps(done)) == done
+    # Every field crosses: the wire form follows the dataclass.
+    assert len(wire) == len(dataclasses.fields(TaskDone))
