@@ -509,16 +509,30 @@ class ProcessPool:
         except (EOFError, OSError):
             self._forget_reader(child)
             return  # the sentinel tells us the rest
+        if len(messages) == 1:
+            self._on_message(child, messages[0])
+            return
         for data in messages:
-            msg = loads(data)
-            if type(msg) is tuple:
-                self._on_task_done(child, done_from_wire(msg))
-            elif isinstance(msg, ChildReady):
-                self._on_ready(child)
-            elif isinstance(msg, ChildLog):
-                _emit_child_record(msg.record)
-            elif isinstance(msg, ChildBroken):
-                self._on_fatal(ChildBrokenError(msg.pid, msg.reason))
+            # One read may bring several messages: one that fails (say, a record that
+            # cannot be unpickled here) must not lose the others.
+            try:
+                self._on_message(child, data)
+            except Exception as err:
+                assert self._loop is not None
+                self._loop.call_exception_handler(
+                    {"message": f"Message from child {child.pid} failed", "exception": err}
+                )
+
+    def _on_message(self, child: _Child, data: bytes) -> None:
+        msg = loads(data)
+        if type(msg) is tuple:
+            self._on_task_done(child, done_from_wire(msg))
+        elif isinstance(msg, ChildReady):
+            self._on_ready(child)
+        elif isinstance(msg, ChildLog):
+            _emit_child_record(msg.record)
+        elif isinstance(msg, ChildBroken):
+            self._on_fatal(ChildBrokenError(msg.pid, msg.reason))
 
     def _on_ready(self, child: _Child) -> None:
         now = time.monotonic()

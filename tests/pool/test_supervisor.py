@@ -374,3 +374,46 @@ def test_arguments_of_classes_defined_under_a_main_guard(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "completed OnlyInMain(x=3)"
+
+
+async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
+    """The parent reads whatever arrived at once: a message it cannot unpickle is
+    reported to the loop's exception handler, and the ones around it still land."""
+    import logging
+    import socket
+
+    from pool._supervisor import _Child
+    from runner import ChildLog, dumps
+    from runner._frames import FrameReader, send_frame
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    ours, theirs = socket.socketpair()
+    try:
+        p = pool.ProcessPool(1)
+        p._loop = loop
+        child = _Child(
+            index=0,
+            process=None,
+            task_conn=ours,
+            ctrl_conn=None,
+            reader=FrameReader(ours.fileno()),
+            spawned_at=time.monotonic(),
+            pid=12345,
+        )
+        # A class the parent cannot import (protocol 0: GLOBAL "nosuch_module Ghost").
+        unknown_class = b"cnosuch_module\nGhost\n."
+        record = logging.makeLogRecord(
+            {"name": "tests.child", "levelno": logging.WARNING, "msg": "after the bad one"}
+        ).__dict__
+        for data in (unknown_class, dumps(ChildLog(record=dict(record)))):
+            send_frame(theirs.fileno(), data)
+        with caplog.at_level(logging.WARNING, logger="tests.child"):
+            p._on_readable(child)
+        assert [r.getMessage() for r in caplog.records] == ["after the bad one"]
+        assert len(errors) == 1 and isinstance(errors[0]["exception"], ModuleNotFoundError)
+    finally:
+        loop.set_exception_handler(None)
+        ours.close()
+        theirs.close()
