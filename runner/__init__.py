@@ -12,12 +12,17 @@ from ._messages import (
     ChildLog,
     ChildReady,
     ChildSpec,
+    PackedTask,
     RunTask,
     Stop,
     TaskDone,
     WorkerShutdown,
+    done_from_wire,
+    done_to_wire,
     dumps,
     loads,
+    task_from_wire,
+    task_to_wire,
 )
 
 __all__ = [
@@ -31,12 +36,17 @@ __all__ = [
     "ChildLog",
     "ChildReady",
     "ChildSpec",
+    "PackedTask",
     "RunTask",
     "Stop",
     "TaskDone",
     "WorkerShutdown",
+    "done_from_wire",
+    "done_to_wire",
     "dumps",
     "loads",
+    "task_from_wire",
+    "task_to_wire",
     # entry point
     "child_main",
 ]

@@ -1,6 +1,6 @@
 """The child process: receive a task, run the activity, send the outcome back.
 
-    parent ──task pipe──▶ main thread: RunTask ─▶ activity fn ─▶ TaskDone ──▶ parent
+    parent ──task pipe──▶ main thread: PackedTask ─▶ activity fn ─▶ TaskDone ──▶ parent
     parent ──ctrl pipe──▶ listener thread: CancelTask / WorkerShutdown
                             └─ sets the local cancel event, then SIGUSR1 to the
                                main thread, whose handler raises CancelledError
@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import temporalio.activity
@@ -31,6 +31,7 @@ import temporalio.converter
 import temporalio.exceptions
 
 from . import _context
+from ._frames import FrameReader, send_frame
 from ._messages import (
     ActivitySpec,
     CancelTask,
@@ -38,12 +39,14 @@ from ._messages import (
     ChildLog,
     ChildReady,
     ChildSpec,
-    RunTask,
+    PackedTask,
     Stop,
     TaskDone,
     WorkerShutdown,
+    done_to_wire,
     dumps,
     loads,
+    task_from_wire,
 )
 
 __all__ = ["EXIT_BROKEN", "EXIT_PARENT_GONE", "child_main"]
@@ -79,8 +82,19 @@ class _Beats:
     latest: tuple[Any, ...] | None = None
     pending: tuple[Any, ...] | None = None
     scheduled: bool = False
-    ended: threading.Event = field(default_factory=threading.Event)
+    ended: bool = False
+    # What the shipper sleeps on between heartbeats, set by end(). The shipper makes
+    # it: a task that never heartbeats (most) costs no Event.
+    wakeup: threading.Event | None = None
     error: BaseException | None = None
+
+    def end(self) -> None:
+        # ended first, then wakeup: the shipper sets wakeup first, then reads ended,
+        # so one of the two sees the other.
+        self.ended = True
+        wakeup = self.wakeup
+        if wakeup is not None:
+            wakeup.set()
 
     def convert(self, details: tuple[Any, ...]) -> bytes:
         payloads = self.converter.to_payloads(details)
@@ -115,7 +129,10 @@ class _Shipper:
                 self._ship(beats)
 
     def _ship(self, beats: _Beats) -> None:
-        while not beats.ended.is_set():
+        wakeup = beats.wakeup
+        if wakeup is None:
+            wakeup = beats.wakeup = threading.Event()
+        while not beats.ended:
             details = beats.pending
             if details is None:
                 # Clear the flag, then look again: a heartbeat() that set pending
@@ -138,39 +155,42 @@ class _Shipper:
                     # The parent's side notices a dead manager and fails the worker;
                     # here we only say so and keep the activity running.
                     logger.exception("Could not ship a heartbeat to the parent")
-            beats.ended.wait(beats.interval)
+            wakeup.wait(beats.interval)
 
 
 @dataclass(eq=False)
 class _Current:
     task_id: int
-    cancelled: threading.Event
     holder: Any
     raise_enabled: bool
+    beats: _Beats
 
 
 class _PipeWriter:
     """Writes whole messages to the task pipe from any thread.
 
-    A lock keeps messages from interleaving; in the main thread the cancel signal
-    is blocked during the write, so a ``CancelledError`` raised by its handler can
-    never cut a message in half (it lands right after the write instead).
+    A lock keeps messages from interleaving; in the main thread, while the cancel
+    signal's handler may raise (``raiser.armed``: an activity runs), the signal is
+    blocked during the write, so a ``CancelledError`` can never cut a message in half
+    (it lands right after the write instead). Only the main thread arms the raiser,
+    so between tasks (``TaskDone``, ``ChildReady``) the write needs no blocking.
     """
 
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
+    def __init__(self, conn: Any, raiser: _context.CancelRaiser) -> None:
+        self._fd = conn.fileno()
         self._lock = threading.Lock()
-        self._main = threading.main_thread()
+        self._main_ident = threading.main_thread().ident
+        self._raiser = raiser
 
     def send(self, data: bytes) -> None:
-        in_main = threading.current_thread() is self._main
-        if in_main:
+        block = self._raiser.armed and threading.get_ident() == self._main_ident
+        if block:
             signal.pthread_sigmask(signal.SIG_BLOCK, {_CANCEL_SIGNAL})
         try:
             with self._lock:
-                self._conn.send_bytes(data)
+                send_frame(self._fd, data)
         finally:
-            if in_main:
+            if block:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {_CANCEL_SIGNAL})
 
 
@@ -221,13 +241,18 @@ class _Child:
         self._converter = temporalio.converter.DataConverter.default
         self._contextual = False
         self._shutdown_event = threading.Event()
+        # The running task's cancel event, cleared before each task. Only the task in
+        # _current is ever cancelled, under _lock, so no late cancel of one task can
+        # reach the next.
+        self._cancelled = threading.Event()
+        self._contexts = _context.ChildContexts(self._cancelled, self._shutdown_event)
         self._raiser = _context.CancelRaiser()
         self._current: _Current | None = None
         self._early_cancels: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._main_ident = threading.get_ident()
         self._shipper = _Shipper(spec.heartbeat_sender, self._heartbeat_failed)
-        self.writer = _PipeWriter(task_conn)
+        self.writer = _PipeWriter(task_conn, self._raiser)
 
     # -- set-up ---------------------------------------------------------------
 
@@ -280,30 +305,33 @@ class _Child:
                 # Arrived before the main thread picked the task up.
                 self._early_cancels[task_id] = details
                 return
-        self._deliver_cancel(current, details)
+            self._deliver_cancel(current, details)
 
     def _deliver_cancel(self, current: _Current, details: Any) -> None:
-        if current.cancelled.is_set():
+        """Cancel the running task: under _lock, or in the main thread (early cancels)."""
+        if self._cancelled.is_set():
             return
         if current.holder.details is None:
             current.holder.details = details
-        current.cancelled.set()
+        self._cancelled.set()
         if current.raise_enabled and self._raiser.request():
             signal.pthread_kill(self._main_ident, _CANCEL_SIGNAL)
 
     def _heartbeat_failed(self, beats: _Beats, err: BaseException) -> None:
         beats.error = err
-        current = self._current
-        if current is not None:
-            self._deliver_cancel(current, None)
+        with self._lock:
+            current = self._current
+            if current is not None and current.beats is beats:
+                self._deliver_cancel(current, None)
 
     # -- task loop ----------------------------------------------------------------
 
     def serve(self) -> None:
         self.writer.send(dumps(ChildReady(pid=os.getpid())))
+        reader = FrameReader(self._task_conn.fileno())
         while True:
             try:
-                data = self._task_conn.recv_bytes()
+                data = reader.read()
             except (EOFError, OSError):
                 os._exit(EXIT_PARENT_GONE)
             try:
@@ -313,62 +341,78 @@ class _Child:
                 # Its id is unreadable too; -1 means "the task this child runs".
                 self.writer.send(
                     dumps(
-                        TaskDone(
-                            task_id=-1,
-                            outcome="failed",
-                            failure=_failure_bytes(
-                                self._converter,
-                                temporalio.exceptions.ApplicationError(
-                                    "The activity's arguments could not be unpickled in the "
-                                    f"child process: {type(err).__name__}: {err}. Make every "
-                                    "argument type importable from a module (not defined in "
-                                    "a function).",
-                                    type="ArgumentTransferError",
+                        done_to_wire(
+                            TaskDone(
+                                task_id=-1,
+                                outcome="failed",
+                                failure=_failure_bytes(
+                                    self._converter,
+                                    temporalio.exceptions.ApplicationError(
+                                        "The activity's arguments could not be unpickled in the "
+                                        f"child process: {type(err).__name__}: {err}. Make every "
+                                        "argument type importable from a module (not defined in "
+                                        "a function).",
+                                        type="ArgumentTransferError",
+                                    ),
                                 ),
-                            ),
+                            )
                         )
                     )
                 )
                 continue
-            if isinstance(msg, Stop):
+            if type(msg) is not tuple:
+                assert isinstance(msg, Stop), msg
                 return
-            assert isinstance(msg, RunTask)
-            done = self.run(msg)
+            done = self.run(task_from_wire(msg))
             try:
-                payload = dumps(done)
+                payload = dumps(done_to_wire(done))
             except Exception as err:
-                payload = dumps(_unpicklable_result(self._converter, done, err))
+                payload = dumps(done_to_wire(_unpicklable_result(self._converter, done, err)))
             self.writer.send(payload)
 
-    def run(self, task: RunTask) -> TaskDone:
+    def run(self, task: PackedTask) -> TaskDone:
         # The parent only sends registered types; "" is the dynamic activity.
         spec = self._activities.get(task.activity_type) or self._activities[""]
-        info = task.info
+        # The Info is unpacked when first asked for (activity.info(), a log record),
+        # once; one a task never asks for costs nothing.
+        unpacked: dict[str, temporalio.activity.Info] = {}
+
+        def info() -> temporalio.activity.Info:
+            got = unpacked.get("info")
+            if got is None:
+                # setdefault: two threads asking at once both get the one Info.
+                got = unpacked.setdefault("info", task.unpack_info())
+            return got
+
         converter = self._converter
         if self._contextual:
+            fields = info()
             converter = converter.with_context(
                 temporalio.converter.ActivitySerializationContext(
-                    namespace=info.namespace,
-                    activity_id=info.activity_id,
-                    activity_type=info.activity_type,
-                    activity_task_queue=info.task_queue,
-                    workflow_id=info.workflow_id,
-                    workflow_type=info.workflow_type,
-                    is_local=info.is_local,
+                    namespace=fields.namespace,
+                    activity_id=fields.activity_id,
+                    activity_type=fields.activity_type,
+                    activity_task_queue=fields.task_queue,
+                    workflow_id=fields.workflow_id,
+                    workflow_type=fields.workflow_type,
+                    is_local=fields.is_local,
                 )
             )
         beats = _Beats(
-            token=info.task_token,
+            token=task.task_token,
             interval=task.heartbeat_interval,
             converter=converter.payload_converter,
         )
         raise_enabled = not spec.no_thread_cancel_exception
         current = _Current(
             task_id=task.task_id,
-            cancelled=threading.Event(),
             holder=_context.new_cancellation_holder(),
             raise_enabled=raise_enabled,
+            beats=beats,
         )
+        cancelled = self._cancelled
+        if cancelled.is_set():
+            cancelled.clear()  # no task is current: nothing sets it meanwhile
         shipper = self._shipper
 
         def heartbeat(*details: Any) -> None:
@@ -379,15 +423,18 @@ class _Child:
                 shipper.wake()
 
         shipper.begin(beats)
+        early = None
         with self._lock:
             self._current = current
-            early = self._early_cancels.pop(task.task_id, None)
-            self._early_cancels = {k: v for k, v in self._early_cancels.items() if k > task.task_id}
-        ctx_token = _context.enter_activity_context(
+            if self._early_cancels:
+                early = self._early_cancels.pop(task.task_id, None)
+                # Cancels of older tasks: those ran elsewhere (or never will).
+                self._early_cancels = {
+                    k: v for k, v in self._early_cancels.items() if k > task.task_id
+                }
+        ctx_token = self._contexts.enter(
             info=info,
             heartbeat=heartbeat,
-            cancelled_event=current.cancelled,
-            worker_shutdown_event=self._shutdown_event,
             shield=self._raiser.shielded if raise_enabled else None,
             payload_converter=converter.payload_converter,
             cancellation_details=current.holder,
@@ -413,7 +460,7 @@ class _Child:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as err:
-            if isinstance(err, temporalio.exceptions.CancelledError) and current.cancelled.is_set():
+            if isinstance(err, temporalio.exceptions.CancelledError) and cancelled.is_set():
                 outcome = "cancelled"
             else:
                 outcome = "failed"
@@ -423,7 +470,7 @@ class _Child:
             failure = _failure_bytes(converter, err)
         finally:
             cpu = time.process_time() - cpu_start
-            beats.ended.set()
+            beats.end()
             _context.exit_activity_context(ctx_token)
             with self._lock:
                 self._current = None

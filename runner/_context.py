@@ -26,6 +26,7 @@ import temporalio.exceptions
 __all__ = [
     "CONTEXT_FIELDS",
     "CancelRaiser",
+    "ChildContexts",
     "CompleteAsyncError",
     "context_shape",
     "enter_activity_context",
@@ -61,6 +62,11 @@ class CancelRaiser:
         self._depth = 0
         self._pending = False
         self._armed = False
+
+    @property
+    def armed(self) -> bool:
+        """Whether the signal handler may raise (only the main thread arms it)."""
+        return self._armed
 
     def arm(self) -> None:
         self._depth = 0
@@ -132,6 +138,48 @@ def enter_activity_context(
         cancellation_details=cancellation_details,
     )
     return temporalio.activity._Context.set(context)
+
+
+class ChildContexts:
+    """Activity contexts for a child's tasks, which run one after another.
+
+    The child reuses one cancel event (cleared between tasks) and one shutdown event,
+    so what wraps them for ``_Context`` is built once, not per task.
+    """
+
+    def __init__(
+        self, cancelled_event: threading.Event, worker_shutdown_event: threading.Event
+    ) -> None:
+        self._cancelled = temporalio.common._CompositeEvent(
+            thread_event=cancelled_event, async_event=None
+        )
+        self._worker_shutdown = temporalio.common._CompositeEvent(
+            thread_event=worker_shutdown_event, async_event=None
+        )
+
+    def enter(
+        self,
+        *,
+        info: Callable[[], temporalio.activity.Info],
+        heartbeat: Callable[..., None],
+        shield: Callable[[], AbstractContextManager[None]] | None,
+        payload_converter: temporalio.converter.PayloadConverter,
+        cancellation_details: temporalio.activity._ActivityCancellationDetailsHolder,
+    ) -> contextvars.Token[Any]:
+        """Like :func:`enter_activity_context` with the child's events. ``info`` is
+        what ``activity.info()`` calls (the child unpacks the Info on first use)."""
+        context = temporalio.activity._Context(
+            info=info,
+            heartbeat=heartbeat,
+            cancelled_event=self._cancelled,
+            worker_shutdown_event=self._worker_shutdown,
+            shield_thread_cancel_exception=shield,
+            payload_converter_class_or_instance=payload_converter,
+            runtime_metric_meter=None,
+            client=None,
+            cancellation_details=cancellation_details,
+        )
+        return temporalio.activity._Context.set(context)
 
 
 def log_fields(info: temporalio.activity.Info) -> dict[str, Any]:

@@ -111,6 +111,12 @@ def pid_of_child() -> int:
 
 
 @activity.defn
+def info_in_child() -> tuple[activity.Info, bool]:
+    """The child's ``activity.info()``, and whether a second call returns the same one."""
+    return activity.info(), activity.info() is activity.info()
+
+
+@activity.defn
 def burn(ms: int, n: int) -> list[int]:
     """Burns CPU for ``ms`` milliseconds; returns [n, n*n]."""
     deadline = time.process_time() + ms / 1000

@@ -33,6 +33,7 @@ ACTIVITIES = {
         "exits_with_os_exit",
         "segfaults",
         "pid_of_child",
+        "info_in_child",
         "burn",
         "timed_cancel_probe",
         "ignores_signals_forever",
@@ -95,6 +96,38 @@ async def test_children_start_and_run_tasks():
         assert done.outcome == "completed" and done.value == [7, 49]
         assert done.cpu_seconds >= 0.009
         assert repr(p.pool).startswith("<ProcessPool [Children: 2 alive")
+
+
+async def test_activity_info_in_the_child_equals_the_parents():
+    from datetime import datetime, timedelta, timezone
+
+    info = dataclasses.replace(
+        _info("info_in_child"),
+        attempt=4,
+        heartbeat_details=[{"step": 3}],
+        heartbeat_timeout=timedelta(seconds=7),
+        started_time=datetime.now(timezone.utc),
+        priority=temporalio.common.Priority(priority_key=2, fairness_key="t"),
+        retry_policy=temporalio.common.RetryPolicy(maximum_attempts=9),
+        workflow_run_id="run-1",
+    )
+    async with _Pool(1) as p:
+        await p.pool.reserve()
+        _, future = await p.pool.run(
+            RunTask(
+                task_id=1,
+                activity_type="info_in_child",
+                args=(),
+                info=info,
+                heartbeat_interval=30.0,
+            )
+        )
+        done = await future
+    assert done.outcome == "completed", done
+    seen, same_object = done.value
+    assert seen == info and same_object
+    for f in dataclasses.fields(info):
+        assert getattr(seen, f.name) == getattr(info, f.name), f.name
 
 
 @pytest.mark.parametrize(
@@ -344,7 +377,6 @@ def test_arguments_of_classes_defined_under_a_main_guard(tmp_path):
     assert proc.stdout.strip() == "completed OnlyInMain(x=3)"
 
 
-
 async def test_lookahead_promises_a_busy_child_near_its_expected_end():
     async with _Pool(1) as p:
         for _ in range(Lookahead.MIN_RUNS):  # history: this type runs ~0.4 s
@@ -379,3 +411,46 @@ async def test_lookahead_off_polls_only_for_idle_children():
             await asyncio.wait_for(p.pool.reserve(), timeout=0.2)
         assert not busy.done()
         assert (await busy).value == [2, 4]
+
+
+async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
+    """The parent reads whatever arrived at once: a message it cannot unpickle is
+    reported to the loop's exception handler, and the ones around it still land."""
+    import logging
+    import socket
+
+    from pool._supervisor import _Child
+    from runner import ChildLog, dumps
+    from runner._frames import FrameReader, send_frame
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    ours, theirs = socket.socketpair()
+    try:
+        p = pool.ProcessPool(1)
+        p._loop = loop
+        child = _Child(
+            index=0,
+            process=None,
+            task_conn=ours,
+            ctrl_conn=None,
+            reader=FrameReader(ours.fileno()),
+            spawned_at=time.monotonic(),
+            pid=12345,
+        )
+        # A class the parent cannot import (protocol 0: GLOBAL "nosuch_module Ghost").
+        unknown_class = b"cnosuch_module\nGhost\n."
+        record = logging.makeLogRecord(
+            {"name": "tests.child", "levelno": logging.WARNING, "msg": "after the bad one"}
+        ).__dict__
+        for data in (unknown_class, dumps(ChildLog(record=dict(record)))):
+            send_frame(theirs.fileno(), data)
+        with caplog.at_level(logging.WARNING, logger="tests.child"):
+            p._on_readable(child)
+        assert [r.getMessage() for r in caplog.records] == ["after the bad one"]
+        assert len(errors) == 1 and isinstance(errors[0]["exception"], ModuleNotFoundError)
+    finally:
+        loop.set_exception_handler(None)
+        ours.close()
+        theirs.close()

@@ -70,3 +70,45 @@ def test_complete_async_error_is_what_raise_complete_async_raises():
     except BaseException as err:
         assert isinstance(err, _context.CompleteAsyncError)
     assert inspect.isclass(_context.CompleteAsyncError)
+
+
+def test_child_contexts_reuse_the_events_across_tasks():
+    import threading
+
+    cancelled = threading.Event()
+    shutdown = threading.Event()
+    contexts = _context.ChildContexts(cancelled, shutdown)
+    converter = temporalio.converter.DataConverter.default.payload_converter
+    for attempt in (1, 2):
+        info = dataclasses.replace(ActivityEnvironment.default_info(), attempt=attempt)
+        holder = _context.new_cancellation_holder()
+        token = contexts.enter(
+            info=lambda info=info: info,
+            heartbeat=lambda *d: None,
+            shield=None,
+            payload_converter=converter,
+            cancellation_details=holder,
+        )
+        try:
+            assert temporalio.activity.info() is info
+            assert not temporalio.activity.is_cancelled()
+            assert not temporalio.activity.is_worker_shutdown()
+            holder.details = temporalio.activity.ActivityCancellationDetails(cancel_requested=True)
+            cancelled.set()
+            assert temporalio.activity.is_cancelled()
+            assert temporalio.activity.cancellation_details() is holder.details
+        finally:
+            _context.exit_activity_context(token)
+        cancelled.clear()
+    shutdown.set()
+    token = contexts.enter(
+        info=ActivityEnvironment.default_info,
+        heartbeat=lambda *d: None,
+        shield=None,
+        payload_converter=converter,
+        cancellation_details=_context.new_cancellation_holder(),
+    )
+    try:
+        assert temporalio.activity.is_worker_shutdown()
+    finally:
+        _context.exit_activity_context(token)
