@@ -150,7 +150,9 @@ class PoolSnapshot:
     kills: int
     replacement_seconds: tuple[float, ...] = field(default=())
     retired: tuple[ChildSnapshot, ...] = field(default=())
-    # Tasks that arrived before any child was free (lookahead or prefetch) and waited.
+    # Polls made for a busy child (lookahead) or beyond every child (prefetch) ...
+    promised_ahead: int = 0
+    # ... and the tasks that arrived before any child was free and waited for one.
     tasks_waited: int = 0
 
 
@@ -275,6 +277,7 @@ class ProcessPool:
             kills=self._stats["kills"],
             replacement_seconds=tuple(self._replacement_seconds),
             retired=tuple(self._retired),
+            promised_ahead=self._stats["promised_ahead"],
             tasks_waited=self._stats["waited"],
         )
 
@@ -445,6 +448,8 @@ class ProcessPool:
             await self._wait_for(lambda: self.promisable() > 0 or self._closing, None)
         if self._closing:
             raise PoolError("The process pool is stopping")
+        if len(self._idle) <= self._reserved:
+            self._stats["promised_ahead"] += 1  # backed by a busy child (or prefetch)
         self._reserved += 1
 
     def unreserve(self) -> None:

@@ -31,6 +31,9 @@ Figures (one row per worker):
                  it locally, the pool leaves it on the server until a child is free
   CPU eff.       sum of activity CPU (time.thread_time() inside each activity) /
                  ((t1 - t0) x --processes)
+  ceiling        the best CPU eff. the CPU this run used allows: the server, the
+                 parent and every worker process shared the machine's cores, so
+                 wall >= max(all their CPU / cores, activity CPU / --processes)
   peak RSS       largest RSS seen per child process (psutil, sampled every 0.2 s;
                  pool: its children; stock-process: the executor's processes)
   parent / server CPU per activity: where the rest of the machine's CPU went
@@ -38,8 +41,9 @@ Figures (one row per worker):
   wf tasks       workflow tasks the runs took: completions that bunch up share one,
                  and each costs the server and the parent CPU
   machine busy   all cores' busy time / (wall x cores)
-  other CPU      busy time of processes outside this test, per second of wall (a
-                 neighbour's job: read the run's figures with suspicion)
+  other CPU      busy time outside this test's process tree (server, worker, managers),
+                 per second of wall: a neighbour's job or the kernel; when high, read
+                 the run's figures with suspicion
   errors         failed activities, failed or unfinished workflows
 
 --repeat N runs the whole comparison N times, alternating the order; the table
@@ -66,6 +70,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
+import os
 import statistics
 import sys
 import threading
@@ -543,6 +548,7 @@ async def run_one(
         parent0 = time.process_time()
         server0 = _cpu_of(server_pid)
         machine0 = _machine_busy()
+        tree0 = _cpu_of(os.getpid())  # this process, the server, every worker process
         t0 = time.monotonic()
         measured = _run_workflows(
             client, task_queue, "run", inputs, args.timeout, progress, handles
@@ -557,6 +563,7 @@ async def run_one(
         parent_cpu = time.process_time() - parent0
         server_cpu = _cpu_of(server_pid) - server0
         machine_cpu = _machine_busy() - machine0
+        tree_cpu = _cpu_of(os.getpid()) - tree0
         cpu1 = sampler.cpu_snapshot()
         ticker.cancel()
         progress.show(final=True)
@@ -619,6 +626,12 @@ async def run_one(
             "activity_cpu_s": activity_cpu,
             "workflow_tasks": workflow_tasks,
             "cpu_efficiency": activity_cpu / (wall * args.processes) if wall > 0 else 0.0,
+            # The best efficiency the CPU this test used allows: its process tree
+            # needed tree_cpu seconds on CPUS cores, the activities activity_cpu on
+            # --processes; wall >= max(tree_cpu / CPUS, activity_cpu / processes).
+            "cpu_ceiling": min(1.0, activity_cpu * CPUS / (args.processes * tree_cpu))
+            if tree_cpu > 0
+            else 0.0,
             "children": children,
             "peak_rss_per_child": max((c["peak_rss"] for c in children), default=None),
             "children_cpu_s": sum(c["cpu_s"] for c in children),
@@ -628,13 +641,16 @@ async def run_one(
             # Every core's busy time during the run, and the part of it no process of
             # this test used (another job on the machine: the figures are suspect).
             "machine_busy": machine_cpu / (wall * CPUS) if wall > 0 else 0.0,
-            "other_cpu_s": max(
+            # The worker's processes besides its children: the stock Manager, our
+            # shared-state manager and fork server.
+            "helpers_cpu_s": max(
                 0.0,
-                machine_cpu
+                tree_cpu
                 - parent_cpu
                 - sum(c["cpu_s"] for c in children)
                 - (server_cpu if server_pid else 0.0),
             ),
+            "other_cpu_s": max(0.0, machine_cpu - tree_cpu),
         }
     )
     return result
@@ -655,6 +671,7 @@ def _pool_snapshot(snap: pool.PoolSnapshot) -> dict[str, Any]:
         "deaths": snap.deaths,
         "recycles": snap.recycles,
         "kills": snap.kills,
+        "promised_ahead": snap.promised_ahead,
         "tasks_waited": snap.tasks_waited,
         "children": [
             {
@@ -760,6 +777,14 @@ def targets(
                         verdict(r["cpu_efficiency"] >= want),
                     ]
                 )
+                checks.append(
+                    [
+                        "  the ceiling of this run (see --help)",
+                        f"{r.get('cpu_ceiling', 0.0):.1%}",
+                        "",
+                        "",
+                    ]
+                )
     return checks
 
 
@@ -796,6 +821,7 @@ def print_report(
         "p99 ms",
         "s2start p50",
         "CPU eff",
+        "ceiling",
         "peak RSS/child",
         "parent CPU/act",
         "server CPU/act",
@@ -819,6 +845,7 @@ def print_report(
                 _ms(r["latency_s"]["p99"]),
                 _ms(r["schedule_to_start_s"]["p50"]),
                 f"{r['cpu_efficiency']:.1%}",
+                f"{r.get('cpu_ceiling', 0.0):.1%}",
                 mib(r["peak_rss_per_child"]),
                 f"{r['parent_cpu_s'] / n * 1000:.2f} ms",
                 "-" if server is None else f"{server / n * 1000:.2f} ms",
