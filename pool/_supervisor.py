@@ -152,8 +152,11 @@ class PoolSnapshot:
     retired: tuple[ChildSnapshot, ...] = field(default=())
     # Polls made for a busy child (lookahead) or beyond every child (prefetch) ...
     promised_ahead: int = 0
-    # ... and the tasks that arrived before any child was free and waited for one.
+    # ... and the tasks that arrived before any child was free and waited for one:
+    # how many, their total and longest wait in seconds.
     tasks_waited: int = 0
+    task_wait_seconds: float = 0.0
+    task_wait_max: float = 0.0
 
 
 # -- pure decisions ----------------------------------------------------------------
@@ -235,6 +238,8 @@ class ProcessPool:
         self._idle: collections.deque[_Child] = collections.deque()
         self._reserved = 0
         self.lookahead = Lookahead(self.config.lookahead)
+        self._wait_seconds = 0.0
+        self._wait_max = 0.0
         self._waiters: list[asyncio.Future[None]] = []
         self._spec_template: dict[str, Any] | None = None
         self._ctx: Any = None
@@ -279,6 +284,8 @@ class ProcessPool:
             retired=tuple(self._retired),
             promised_ahead=self._stats["promised_ahead"],
             tasks_waited=self._stats["waited"],
+            task_wait_seconds=self._wait_seconds,
+            task_wait_max=self._wait_max,
         )
 
     def __repr__(self) -> str:
@@ -467,11 +474,13 @@ class ProcessPool:
         the next idle child ahead of the pollers' promises.
         """
         assert self._loop is not None
-        if reserved:
-            self._reserved -= 1
+        # The promise stays counted until the task has its child: a task waiting here
+        # for a busy child still holds that child, so no second poll is made for it.
         try:
             data = dumps(task_to_wire(task))
         except Exception as err:
+            if reserved:
+                self._reserved -= 1
             self._notify()
             raise TaskTransferError(
                 f"The arguments of activity {task.activity_type!r} could not be pickled to send "
@@ -481,9 +490,23 @@ class ProcessPool:
             # Promised to a busy child that has not finished yet (lookahead, prefetch),
             # or a promised child died and its replacement is coming.
             self._stats["waited"] += 1
-            await self._wait_for(lambda: bool(self._idle) or self._closing, None)
+            began = self._loop.time()
+            try:
+                await self._wait_for(lambda: bool(self._idle) or self._closing, None)
+            except BaseException:
+                if reserved:
+                    self._reserved -= 1
+                    self._notify()
+                raise
+            waited = self._loop.time() - began
+            self._wait_seconds += waited
+            self._wait_max = max(self._wait_max, waited)
             if not self._idle:
+                if reserved:
+                    self._reserved -= 1
                 raise PoolError("The process pool stopped before the task could start")
+        if reserved:
+            self._reserved -= 1
         # The child that finished last: its code and data are still in the CPU caches
         # (an idle child that waited longer has had them evicted: ~20 us per task).
         child = self._idle.pop()

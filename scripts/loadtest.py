@@ -673,6 +673,8 @@ def _pool_snapshot(snap: pool.PoolSnapshot) -> dict[str, Any]:
         "kills": snap.kills,
         "promised_ahead": snap.promised_ahead,
         "tasks_waited": snap.tasks_waited,
+        "task_wait_seconds": snap.task_wait_seconds,
+        "task_wait_max": snap.task_wait_max,
         "children": [
             {
                 "pid": c.pid,

@@ -454,3 +454,32 @@ async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
         loop.set_exception_handler(None)
         ours.close()
         theirs.close()
+
+
+async def test_a_task_waiting_for_its_busy_child_keeps_the_promise():
+    async with _Pool(1) as p:
+        for _ in range(Lookahead.MIN_RUNS):
+            await p.run("ignores_cancellation", 0.05)
+        p.pool.lookahead.observe_poll(0.05)
+        task_id, pid, long_one = await p.start("ignores_cancellation", 60.0)
+        await asyncio.wait_for(p.pool.reserve(), timeout=10)  # lookahead: child still busy
+        waiting = asyncio.create_task(
+            p.pool.run(
+                RunTask(
+                    task_id=task_id + 1,
+                    activity_type="burn",
+                    args=(1, 5),
+                    info=_info("burn"),
+                    heartbeat_interval=30.0,
+                )
+            )
+        )
+        await async_assert_eventually(lambda: p.pool.snapshot().tasks_waited == 1)
+        # The waiting task still holds the busy child: no second poll for it.
+        assert p.pool.promisable() <= 0
+        p.pool.kill_task(pid, task_id, pool.ChildKilled(pid, "test over"))
+        with pytest.raises(pool.ChildKilled):
+            await long_one
+        new_pid, done = await asyncio.wait_for(waiting, timeout=30)  # the replacement
+        assert new_pid != pid and (await done).value == [5, 25]
+        assert p.pool.promisable() == 1 and p.pool.snapshot().task_wait_seconds > 0
