@@ -39,11 +39,13 @@ class PoolConfig:
 
     lookahead: bool = True
     """Poll for a busy child one poll round trip before its task is expected to end,
-    so the next task arrives as the child frees instead of a round trip later. The
-    expectation is conservative (the longest of the activity type's last runs, a type
-    needs 3 runs first, the median recent round trip capped at 50 ms), so a task
-    rarely waits in the worker; when one does it takes the first child that frees and
-    ``PoolSnapshot.tasks_waited`` counts it. False: poll only for idle children."""
+    so the next task arrives as the child frees instead of a round trip later; and
+    when recent tasks are much shorter than a round trip, let each child back up to 4
+    polls (the tasks it runs in one round trip). The expectations are conservative
+    (the longest of the last runs; a type needs 3 runs first; the median recent round
+    trip, capped at 50 ms), so a task rarely waits in the worker, and not for long;
+    ``PoolSnapshot.tasks_waited`` / ``task_wait_seconds`` / ``task_wait_max`` say how
+    often and how long. False: poll only for idle children."""
 
     prefetch: int = 0
     """Tasks polled beyond the idle children (default 0: a task is only polled when an

@@ -14,10 +14,17 @@ The expectation is deliberately conservative, so a task rarely waits in the work
   ``MAX_AHEAD`` (a long poll on a quiet queue is not a round trip);
 * a child whose task already ran past that expectation by more than a round trip
   gets no lookahead (it is doing something unusual);
-* one promise per busy child, at most.
+* one promise per busy child, unless tasks are short (below).
+
+Short tasks: when even the longest of the last ``RECENT_KEPT`` runs (any type) fits
+several times into one round trip, a child starts several tasks per round trip, and
+each child (idle, or busy with its window open) backs up to ``depth()`` polls, at
+most ``MAX_DEPTH``. A no-op worker then keeps a few polls in flight per child, as the
+stock worker does with its spare slots, while a task still waits no longer than
+about one round trip.
 
 When a prediction is wrong the task waits for the first child that frees (any
-child), and :class:`pool.ProcessPool` counts it (``tasks_waited``).
+child), and :class:`pool.ProcessPool` counts it (``tasks_waited``, and for how long).
 """
 
 from __future__ import annotations
@@ -35,11 +42,14 @@ class Lookahead:
     POLLS_KEPT = 16
     MAX_AHEAD = 0.05  # seconds
     MAX_TYPES = 1024
+    RECENT_KEPT = 16
+    MAX_DEPTH = 4
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._runs: dict[str, collections.deque[float]] = {}
         self._polls: collections.deque[float] = collections.deque(maxlen=self.POLLS_KEPT)
+        self._recent: collections.deque[float] = collections.deque(maxlen=self.RECENT_KEPT)
 
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"
@@ -54,6 +64,7 @@ class Lookahead:
                 del self._runs[next(iter(self._runs))]
             runs = self._runs[activity_type] = collections.deque(maxlen=self.RUNS_KEPT)
         runs.append(seconds)
+        self._recent.append(seconds)
 
     def observe_poll(self, seconds: float) -> None:
         """A poll that returned a task took ``seconds`` from request to response."""
@@ -64,6 +75,16 @@ class Lookahead:
         if not self.enabled or not self._polls:
             return 0.0
         return min(statistics.median(self._polls), self.MAX_AHEAD)
+
+    def depth(self) -> int:
+        """Polls a child may back at once: how many of the recent tasks (the longest of
+        the last ``RECENT_KEPT``, any type) it runs within one round trip, 1 to
+        ``MAX_DEPTH``."""
+        ahead = self.ahead()
+        if ahead <= 0.0 or len(self._recent) < self.RECENT_KEPT:
+            return 1
+        longest = max(max(self._recent), 1e-6)
+        return max(1, min(self.MAX_DEPTH, int(ahead // longest)))
 
     def window(self, activity_type: str, started: float) -> tuple[float, float] | None:
         """When a child that started ``activity_type`` at ``started`` may back a poll:

@@ -435,14 +435,17 @@ class ProcessPool:
         return len(self._idle) - self._reserved
 
     def promisable(self) -> int:
-        """Promises :meth:`reserve` can still make: idle children, busy children whose
-        lookahead window is open, plus ``PoolConfig.prefetch``, less those made."""
+        """Promises :meth:`reserve` can still make: idle children and busy children
+        whose lookahead window is open, each backing ``lookahead.depth()`` polls (1
+        unless tasks are much shorter than a poll round trip), plus
+        ``PoolConfig.prefetch``, less those made."""
         assert self._loop is not None
         now = self._loop.time()
         ahead = Lookahead.open_count(
             (c.window for c in self._children.values() if c.state is _State.BUSY), now
         )
-        return len(self._idle) + ahead + self.config.prefetch - self._reserved
+        backing = len(self._idle) + ahead
+        return backing * self.lookahead.depth() + self.config.prefetch - self._reserved
 
     async def reserve(self) -> None:
         """Wait until a child can be promised to the next task: an idle one, or a busy

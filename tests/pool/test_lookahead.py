@@ -64,3 +64,16 @@ def test_types_are_bounded_forgetting_the_oldest():
     assert la.window("type-0", 0.0) is None
     assert la.window(f"type-{last}", 0.0) is not None
     assert f"{Lookahead.MAX_TYPES} types" in repr(la)
+
+
+def test_depth_counts_recent_tasks_that_fit_in_a_round_trip():
+    la = _seasoned([], [0.02])
+    assert la.depth() == 1  # no history yet
+    for _ in range(Lookahead.RECENT_KEPT):
+        la.observe_run("noop", 0.004)
+    assert la.depth() == Lookahead.MAX_DEPTH  # 5 fit, capped
+    la.observe_run("noop", 0.0075)
+    assert la.depth() == 2  # the longest recent run decides: 2 fit in 20 ms
+    la.observe_run("crunch", 0.5)
+    assert la.depth() == 1  # one long task among them: back to one per child
+    assert Lookahead(enabled=False).depth() == 1

@@ -483,3 +483,30 @@ async def test_a_task_waiting_for_its_busy_child_keeps_the_promise():
         new_pid, done = await asyncio.wait_for(waiting, timeout=30)  # the replacement
         assert new_pid != pid and (await done).value == [5, 25]
         assert p.pool.promisable() == 1 and p.pool.snapshot().task_wait_seconds > 0
+
+
+async def test_a_child_backs_several_polls_when_tasks_are_short():
+    async with _Pool(1) as p:
+        p.pool.lookahead.MAX_AHEAD = 1.0
+        p.pool.lookahead.observe_poll(1.0)  # a slow server: 1 s round trips
+        assert p.pool.promisable() == 1
+        for _ in range(Lookahead.RECENT_KEPT):  # and tasks of a few ms
+            await p.run("burn", 1, 1)
+        assert p.pool.promisable() == Lookahead.MAX_DEPTH
+        for _ in range(Lookahead.MAX_DEPTH):
+            await asyncio.wait_for(p.pool.reserve(), timeout=10)
+        assert p.pool.promisable() == 0
+        dones = [
+            await p.pool.run(
+                RunTask(
+                    task_id=100 + n,
+                    activity_type="burn",
+                    args=(1, n),
+                    info=_info("burn"),
+                    heartbeat_interval=30.0,
+                )
+            )
+            for n in range(Lookahead.MAX_DEPTH)
+        ]
+        for n, (_pid, done) in enumerate(dones):
+            assert (await done).value == [n, n * n]
