@@ -136,6 +136,21 @@ class PoolMetrics(Collector):
                 ("pool_children_died", snapshot.deaths, "Children that died unexpectedly"),
                 ("pool_children_recycled", snapshot.recycles, "Children replaced by recycling"),
                 ("pool_children_killed", snapshot.kills, "Children killed by the supervisor"),
+                (
+                    "pool_polls_ahead",
+                    snapshot.promised_ahead,
+                    "Polls made for a busy child (lookahead) or beyond the children (prefetch)",
+                ),
+                (
+                    "pool_tasks_waited",
+                    snapshot.tasks_waited,
+                    "Tasks that arrived before a child was free and waited for one",
+                ),
+                (
+                    "pool_task_wait_seconds",
+                    snapshot.task_wait_seconds,
+                    "Seconds tasks waited in the worker for a child, in total",
+                ),
             ):
                 family = CounterMetricFamily(name, text)
                 family.add_metric([], value)

@@ -66,6 +66,7 @@ async def test_metrics_endpoint_reflects_what_ran(client, task_queue):
             await async_assert_eventually(replaced)
             loop = asyncio.get_running_loop()
             values = await loop.run_in_executor(None, _scrape, port)
+            snapshot = worker.process_pool.snapshot()
             await busy.result()
         finally:
             server.shutdown()
@@ -86,6 +87,9 @@ async def test_metrics_endpoint_reflects_what_ran(client, task_queue):
     assert value("pool_children_busy") == 1
     assert value("pool_children_died_total") == 1
     assert value("pool_children_started_total") == 3
+    assert value("pool_polls_ahead_total") == snapshot.promised_ahead
+    assert value("pool_tasks_waited_total") == snapshot.tasks_waited
+    assert value("pool_task_wait_seconds_total") == snapshot.task_wait_seconds
     assert 0 < value("pool_child_replacement_seconds", stat="last") < 1.0
     assert value("pool_activity_run_seconds_count", activity_type="pid_and_square") == 3
     assert (
