@@ -50,6 +50,9 @@ class Lookahead:
         self._runs: dict[str, collections.deque[float]] = {}
         self._polls: collections.deque[float] = collections.deque(maxlen=self.POLLS_KEPT)
         self._recent: collections.deque[float] = collections.deque(maxlen=self.RECENT_KEPT)
+        # Recomputed on every observation (once per task), read on every reserve check.
+        self._ahead = 0.0
+        self._depth = 1
 
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"
@@ -65,26 +68,31 @@ class Lookahead:
             runs = self._runs[activity_type] = collections.deque(maxlen=self.RUNS_KEPT)
         runs.append(seconds)
         self._recent.append(seconds)
+        self._update()
 
     def observe_poll(self, seconds: float) -> None:
         """A poll that returned a task took ``seconds`` from request to response."""
         self._polls.append(seconds)
+        self._update()
+
+    def _update(self) -> None:
+        if not self.enabled or not self._polls:
+            return
+        self._ahead = ahead = min(statistics.median(self._polls), self.MAX_AHEAD)
+        if len(self._recent) == self.RECENT_KEPT:
+            longest = max(max(self._recent), 1e-6)
+            self._depth = max(1, min(self.MAX_DEPTH, int(ahead // longest)))
 
     def ahead(self) -> float:
-        """How long before a child's expected end its next task is polled (0: never)."""
-        if not self.enabled or not self._polls:
-            return 0.0
-        return min(statistics.median(self._polls), self.MAX_AHEAD)
+        """How long before a child's expected end its next task is polled (0: never):
+        the median recent round trip, at most ``MAX_AHEAD``."""
+        return self._ahead
 
     def depth(self) -> int:
         """Polls a child may back at once: how many of the recent tasks (the longest of
         the last ``RECENT_KEPT``, any type) it runs within one round trip, 1 to
         ``MAX_DEPTH``."""
-        ahead = self.ahead()
-        if ahead <= 0.0 or len(self._recent) < self.RECENT_KEPT:
-            return 1
-        longest = max(max(self._recent), 1e-6)
-        return max(1, min(self.MAX_DEPTH, int(ahead // longest)))
+        return self._depth
 
     def window(self, activity_type: str, started: float) -> tuple[float, float] | None:
         """When a child that started ``activity_type`` at ``started`` may back a poll:
@@ -92,7 +100,7 @@ class Lookahead:
         runs = self._runs.get(activity_type)
         if not self.enabled or runs is None or len(runs) < self.MIN_RUNS:
             return None
-        ahead = self.ahead()
+        ahead = self._ahead
         if ahead <= 0.0:
             return None
         expected_end = started + max(runs)
