@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import statistics
-from collections.abc import Iterable
 
 __all__ = ["Lookahead"]
 
@@ -105,8 +104,3 @@ class Lookahead:
             return None
         expected_end = started + max(runs)
         return expected_end - ahead, expected_end + ahead
-
-    @staticmethod
-    def open_count(windows: Iterable[tuple[float, float] | None], now: float) -> int:
-        """How many of the busy children's windows are open at ``now``."""
-        return sum(1 for w in windows if w is not None and w[0] <= now <= w[1])

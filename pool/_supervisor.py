@@ -441,10 +441,11 @@ class ProcessPool:
         ``PoolConfig.prefetch``, less those made."""
         assert self._loop is not None
         now = self._loop.time()
-        ahead = Lookahead.open_count(
-            (c.window for c in self._children.values() if c.state is _State.BUSY), now
-        )
-        backing = len(self._idle) + ahead
+        backing = len(self._idle)
+        for child in self._children.values():
+            window = child.window  # only busy children have one
+            if window is not None and window[0] <= now <= window[1]:
+                backing += 1
         return backing * self.lookahead.depth() + self.config.prefetch - self._reserved
 
     async def reserve(self) -> None:
@@ -519,7 +520,8 @@ class ProcessPool:
         send_frame(child.task_conn.fileno(), data)
         child.started_at = now = self._loop.time()
         child.window = self.lookahead.window(task.activity_type, now)
-        if child.window is not None:
+        if child.window is not None and child.window[0] > now:
+            # Already open (a short task): the child backs what it backed while idle.
             child.window_handle = self._loop.call_at(child.window[0], self._notify)
         return child.pid, child.future
 

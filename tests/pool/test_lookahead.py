@@ -47,14 +47,6 @@ def test_no_poll_seen_or_disabled_means_no_window():
     assert off.window("t", 0.0) is None and off.ahead() == 0.0
 
 
-def test_open_count_counts_windows_open_now():
-    windows = [(1.0, 2.0), (1.5, 2.5), None, (3.0, 4.0)]
-    assert Lookahead.open_count(windows, 0.5) == 0
-    assert Lookahead.open_count(windows, 1.7) == 2
-    assert Lookahead.open_count(windows, 2.2) == 1
-    assert Lookahead.open_count(windows, 3.0) == 1
-
-
 def test_types_are_bounded_forgetting_the_oldest():
     la = _seasoned([], [0.01])
     last = Lookahead.MAX_TYPES + 9
