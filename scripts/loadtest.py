@@ -952,7 +952,11 @@ async def main_async(args: argparse.Namespace, kinds: list[str]) -> dict[str, An
     loop = asyncio.get_running_loop()
     address = args.address
     if address is None:
-        server = DevServer()
+        server = DevServer(
+            extra_args=[
+                arg for kv in args.server_dynamic_config for arg in ("--dynamic-config-value", kv)
+            ]
+        )
         print(f"loadtest: starting the dev server on {server.address} ...", file=sys.stderr)
         await loop.run_in_executor(None, server.start, _SERVER_START_TIMEOUT)
         address = server.address
@@ -1052,6 +1056,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         "the median run of each worker and the median of the paired ratios",
     )
     p.add_argument("--address", help="use this Temporal server instead of an embedded one")
+    p.add_argument(
+        "--server-dynamic-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a dynamic config value for the embedded dev server (repeatable), e.g. "
+        "matching.numTaskqueueReadPartitions=1",
+    )
     p.add_argument("--namespace", default="default")
     p.add_argument("--json", metavar="FILE", help="write all figures here")
     p.add_argument("--png", metavar="FILE", help="bar charts (needs matplotlib)")
