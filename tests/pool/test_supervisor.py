@@ -50,6 +50,12 @@ def _info(activity_type: str) -> temporalio.activity.Info:
     )
 
 
+def _task(task_id: int, name: str, *args: Any) -> RunTask:
+    return RunTask(
+        task_id=task_id, activity_type=name, args=args, info=_info(name), heartbeat_interval=30.0
+    )
+
+
 class _Pool:
     """A started ProcessPool plus a counter of task ids and the fatal errors seen."""
 
@@ -73,15 +79,7 @@ class _Pool:
     async def start(self, name: str, *args: Any) -> tuple[int, int, asyncio.Future]:
         task_id = next(self.ids)
         await self.pool.reserve()
-        pid, future = await self.pool.run(
-            RunTask(
-                task_id=task_id,
-                activity_type=name,
-                args=args,
-                info=_info(name),
-                heartbeat_interval=30.0,
-            )
-        )
+        pid, future = await self.pool.run(_task(task_id, name, *args))
         return task_id, pid, future
 
     async def run(self, name: str, *args: Any):
@@ -292,26 +290,8 @@ async def test_prefetch_promises_one_task_beyond_the_idle_children():
         assert p.pool.free() == -1
         with pytest.raises(asyncio.TimeoutError):  # no further than the prefetch allows
             await asyncio.wait_for(p.pool.reserve(), timeout=0.2)
-        first_pid, first = await p.pool.run(
-            RunTask(
-                task_id=1,
-                activity_type="burn",
-                args=(200, 1),
-                info=_info("burn"),
-                heartbeat_interval=30.0,
-            )
-        )
-        second = asyncio.create_task(
-            p.pool.run(
-                RunTask(
-                    task_id=2,
-                    activity_type="burn",
-                    args=(1, 2),
-                    info=_info("burn"),
-                    heartbeat_interval=30.0,
-                )
-            )
-        )
+        first_pid, first = await p.pool.run(_task(1, "burn", 200, 1))
+        second = asyncio.create_task(p.pool.run(_task(2, "burn", 1, 2)))
         assert (await first).value == [1, 1]
         second_pid, second_done = await second  # waited for the child to finish
         assert second_pid == first_pid and (await second_done).value == [2, 4]
@@ -463,17 +443,7 @@ async def test_a_task_waiting_for_its_busy_child_keeps_the_promise():
         p.pool.lookahead.observe_poll(0.05)
         task_id, pid, long_one = await p.start("ignores_cancellation", 60.0)
         await asyncio.wait_for(p.pool.reserve(), timeout=10)  # lookahead: child still busy
-        waiting = asyncio.create_task(
-            p.pool.run(
-                RunTask(
-                    task_id=task_id + 1,
-                    activity_type="burn",
-                    args=(1, 5),
-                    info=_info("burn"),
-                    heartbeat_interval=30.0,
-                )
-            )
-        )
+        waiting = asyncio.create_task(p.pool.run(_task(task_id + 1, "burn", 1, 5)))
         await async_assert_eventually(lambda: p.pool.snapshot().tasks_waited == 1)
         # The waiting task still holds the busy child: no second poll for it.
         assert p.pool.promisable() <= 0
@@ -496,17 +466,6 @@ async def test_a_child_backs_several_polls_when_tasks_are_short():
         for _ in range(Lookahead.MAX_DEPTH):
             await asyncio.wait_for(p.pool.reserve(), timeout=10)
         assert p.pool.promisable() == 0
-        dones = [
-            await p.pool.run(
-                RunTask(
-                    task_id=100 + n,
-                    activity_type="burn",
-                    args=(1, n),
-                    info=_info("burn"),
-                    heartbeat_interval=30.0,
-                )
-            )
-            for n in range(Lookahead.MAX_DEPTH)
-        ]
+        dones = [await p.pool.run(_task(100 + n, "burn", 1, n)) for n in range(Lookahead.MAX_DEPTH)]
         for n, (_pid, done) in enumerate(dones):
             assert (await done).value == [n, n * n]
