@@ -131,3 +131,26 @@ async def test_max_activities_per_second_spaces_task_starts(client, task_queue):
         starts = sorted(await asyncio.gather(*(h.result() for h in handles)))
     # 4 per second: five starts span at least 4 intervals of 0.25 s (less a little jitter).
     assert starts[-1] - starts[0] >= 0.9, starts
+
+
+@pytest.mark.parametrize("lookahead", [True, False])
+async def test_lookahead_polls_for_busy_children(client, task_queue, lookahead):
+    """Against the server: with lookahead, short tasks are polled while the children
+    are still busy (the poller feeds it real round trips); without, never."""
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[A.pid_and_square],
+        workflows=[A.FanOut],
+        pool_config=pool.PoolConfig(processes=2, lookahead=lookahead),
+    ) as worker:
+        results = await client.execute_workflow(
+            A.FanOut.run, args=["pid_and_square", 40], id=workflow_id(), task_queue=task_queue
+        )
+        assert [square for square, _ in results] == [i * i for i in range(40)]
+        snapshot = worker.process_pool.snapshot()
+        round_trip = worker.process_pool.lookahead.ahead()
+        if lookahead:
+            assert round_trip > 0 and snapshot.promised_ahead > 0
+        else:
+            assert round_trip == 0 and snapshot.promised_ahead == snapshot.tasks_waited == 0
