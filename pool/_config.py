@@ -48,11 +48,12 @@ class PoolConfig:
     often and how long. False: poll only for idle children."""
 
     prefetch: int = 0
-    """Tasks polled beyond the idle children (default 0: a task is only polled when an
-    idle child can start it at once). With N > 0, up to N tasks wait in the worker for
-    the next child that finishes, hiding the server's poll latency for short
-    activities; their start-to-close clocks run while they wait (sdk-python #1168),
-    so keep N small and only for activities much shorter than their timeouts."""
+    """Tasks polled beyond what the children can start (default 0: a task is only
+    polled for an idle child, or for a busy one as ``lookahead`` allows). With N > 0,
+    up to N more tasks wait in the worker for the next child that finishes; their
+    start-to-close clocks run while they wait (sdk-python #1168), so keep N small and
+    only for activities much shorter than their timeouts. ``lookahead`` usually makes
+    this unnecessary."""
 
     max_tasks_per_child: int | None = None
     """Replace a child after it ran this many tasks (between tasks, no task fails)."""

@@ -350,8 +350,8 @@ def _add_run_parser(sub: Any) -> None:
         "--prefetch",
         type=int,
         metavar="N",
-        help="poll up to N tasks beyond the idle children (default: 0, never take a task "
-        "that cannot start at once); helps short activities, their timeouts run meanwhile",
+        help="poll up to N tasks beyond what the children can start (default: 0); they "
+        "wait in the worker for a child while their timeouts run",
     )
     r.add_argument(
         "--no-lookahead",

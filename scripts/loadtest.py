@@ -1014,7 +1014,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         "--prefetch",
         type=int,
         default=0,
-        help="pool only: PoolConfig.prefetch, tasks polled beyond the idle children (0)",
+        help="pool only: PoolConfig.prefetch, tasks polled beyond what the children can start (0)",
     )
     p.add_argument(
         "--no-lookahead",
