@@ -481,34 +481,22 @@ class ProcessPool:
         # The promise stays counted until the task has its child: a task waiting here
         # for a busy child still holds that child, so no second poll is made for it.
         try:
-            data = dumps(task_to_wire(task))
-        except Exception as err:
+            try:
+                data = dumps(task_to_wire(task))
+            except Exception as err:
+                raise TaskTransferError(
+                    f"The arguments of activity {task.activity_type!r} could not be pickled "
+                    f"to send them to a child process: {type(err).__name__}: {err}"
+                ) from err
+            if not self._idle:
+                # Promised to a busy child that has not finished yet (lookahead,
+                # prefetch), or a promised child died and its replacement is coming.
+                await self._wait_for_idle()
+        except BaseException:
             if reserved:
                 self._reserved -= 1
             self._notify()
-            raise TaskTransferError(
-                f"The arguments of activity {task.activity_type!r} could not be pickled to send "
-                f"them to a child process: {type(err).__name__}: {err}"
-            ) from err
-        if not self._idle:
-            # Promised to a busy child that has not finished yet (lookahead, prefetch),
-            # or a promised child died and its replacement is coming.
-            self._stats["waited"] += 1
-            began = self._loop.time()
-            try:
-                await self._wait_for(lambda: bool(self._idle) or self._closing, None)
-            except BaseException:
-                if reserved:
-                    self._reserved -= 1
-                    self._notify()
-                raise
-            waited = self._loop.time() - began
-            self._wait_seconds += waited
-            self._wait_max = max(self._wait_max, waited)
-            if not self._idle:
-                if reserved:
-                    self._reserved -= 1
-                raise PoolError("The process pool stopped before the task could start")
+            raise
         if reserved:
             self._reserved -= 1
         # The child that finished last: its code and data are still in the CPU caches
@@ -524,6 +512,17 @@ class ProcessPool:
             # Already open (a short task): the child backs what it backed while idle.
             child.window_handle = self._loop.call_at(child.window[0], self._notify)
         return child.pid, child.future
+
+    async def _wait_for_idle(self) -> None:
+        self._stats["waited"] += 1
+        assert self._loop is not None
+        began = self._loop.time()
+        await self._wait_for(lambda: bool(self._idle) or self._closing, None)
+        waited = self._loop.time() - began
+        self._wait_seconds += waited
+        self._wait_max = max(self._wait_max, waited)
+        if not self._idle:
+            raise PoolError("The process pool stopped before the task could start")
 
     def cancel(self, pid: int, task_id: int, details: Any, reason: str) -> None:
         """Cancel a running task cooperatively; kill its child after ``cancel_grace``."""
