@@ -1,0 +1,493 @@
+"""Conformance: sdk-python's own worker tests, with ``pool.Worker`` swapped in.
+
+    python3 scripts/sdk_conformance.py (--sdk-path DIR | --fetch-from BARE_GIT [--ref REF])
+                                       [--stock | --compare] [FILE ...]
+
+      .venv-conformance   created and kept current here (pytest 8.3, pytest-asyncio 0.21,
+                          pytest-timeout, opentelemetry-sdk, pydantic, this project editable
+                          with temporalio 1.35); the script re-runs itself in it, so the
+                          project's own .venv is never changed
+      sdk-python tests    tests/ and pyproject.toml (its pytest settings) into a temp dir,
+                          never its temporalio sources: copied from --sdk-path (a checkout),
+                          or ``git archive REF`` of --fetch-from (a bare clone; REF defaults
+                          to the tag of the installed temporalio, else HEAD)
+      DevServer           loopback, the dynamic config sdk-python's conftest gives its own
+      per mode            python -m pytest FILES -E ADDR -p _conformance_plugin
+       (stock, pool)        --conformance-record R.jsonl [--conformance-swap]
+                          cwd and PYTHONPATH = that dir (children import the test modules),
+                          TEMPORAL_INTEGRATION_TEST=1 (its conftest then checks that the
+                          installed temporalio is the one tested); --timeout per test,
+                          --overall-timeout per mode
+      R.jsonl ──▶ per file passed / failed / error / skipped; each failing test with its
+                  cause (KNOWN_DIFFERENCES, "fails in stock too", or its failure message)
+              ──▶ ``test_activity.py: 45/56 passed (stock 56/56)``; --markdown writes the list
+
+Without a checkout at hand: ``git clone --bare https://github.com/temporalio/sdk-python``
+and pass that directory to ``--fetch-from``. Exit status: 0 when every failing pool test
+is a known difference, 1 otherwise, 2 for bad arguments or a run that could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_VENV = ROOT / ".venv-conformance"
+DEFAULT_FILES = ("tests/worker/test_activity.py", "tests/worker/test_worker.py")
+LOG_DIR = ROOT / "results" / "conformance"
+
+# What sdk-python's tests need beyond temporalio (its dev group pins pytest-asyncio 0.21,
+# which breaks on pytest >= 8.4), installed next to this project (editable, which brings
+# temporalio 1.35 and the `temporal` CLI).
+REQUIREMENTS = (
+    "pytest>=8,<8.4",
+    "pytest-asyncio>=0.21,<0.22",
+    "pytest-timeout>=2.2",
+    "opentelemetry-sdk",
+    "pydantic",
+)
+
+# The dynamic config sdk-python's tests/conftest.py gives the dev server it starts itself.
+SERVER_DYNAMIC_CONFIG = (
+    "system.forceSearchAttributesCacheRefreshOnRead=true",
+    "limit.historyCount.suggestContinueAsNew=50",
+    "system.enableEagerWorkflowStart=true",
+    "frontend.enableExecuteMultiOperation=true",
+    "frontend.workerVersioningWorkflowAPIs=true",
+    "frontend.workerVersioningDataAPIs=true",
+    "system.enableDeploymentVersions=true",
+    "frontend.activityAPIsEnabled=true",
+    "frontend.enableCancelWorkerPollsOnShutdown=true",
+    "component.nexusoperations.recordCancelRequestCompletionEvents=true",
+    "activity.enableStandalone=true",
+    "activity.startDelayEnabled=true",
+    "history.enableChasm=true",
+    "history.enableTransitionHistory=true",
+    "history.enableCHASMCallbacks=true",
+    "history.enableCHASMSignalBacklinks=true",
+    "nexusoperation.enableStandalone=true",
+    'system.system.refreshNexusEndpointsMinWait="0s"',
+    "history.enableSignalWithStartFromWorkflow=true",
+    "history.enableUpdateCallbacks=true",
+    "activity.enableCallbacks=true",
+)
+
+# Tests that assert a stock limitation pool.Worker removes by design: their failure under
+# the pool is expected, and the exit status ignores them.
+KNOWN_DIFFERENCES = {
+    "tests/worker/test_activity.py::test_sync_activity_process_non_picklable": (
+        "a non-picklable local function is accepted: cloudpickle sends it to the children"
+    ),
+    "tests/worker/test_activity.py::test_sync_activity_process_executor_crash": (
+        "a crashed child no longer breaks the worker: the activity fails with a retryable "
+        "ChildProcessDied and a replacement child starts"
+    ),
+    "tests/worker/test_activity.py::test_sync_activity_process": (
+        "no max-workers UserWarning for the process path: it never polls beyond what its "
+        "children can start"
+    ),
+    "tests/worker/test_activity.py::test_sync_activity_process_worker_shutdown_graceful": (
+        "reads the private Worker._activity_worker (stock internals)"
+    ),
+}
+
+OUTCOMES = ("passed", "failed", "error", "skipped")
+MODES = ("stock", "pool")
+
+
+@dataclass
+class RunResult:
+    """One mode's run: the final outcome of every collected test, failure messages."""
+
+    mode: str
+    seconds: float
+    collected: list[str] = field(default_factory=list)
+    swapped: list[str] = field(default_factory=list)
+    outcome: dict[str, str] = field(default_factory=dict)
+    message: dict[str, str] = field(default_factory=dict)
+    timed_out: bool = False
+    returncode: int | None = None
+    log: Path | None = None
+
+    def final(self, nodeid: str) -> str:
+        """passed / failed / error / skipped, or "not run" (the run ended before it)."""
+        return self.outcome.get(nodeid, "not run")
+
+    def by_file(self) -> dict[str, Counter[str]]:
+        counts: dict[str, Counter[str]] = {}
+        for nodeid in self.collected:
+            counts.setdefault(_file_of(nodeid), Counter())[self.final(nodeid)] += 1
+        return counts
+
+    def failing(self) -> list[str]:
+        return [n for n in self.collected if self.final(n) in ("failed", "error", "not run")]
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _base_id(nodeid: str) -> str:
+    """A node id without its parametrisation: ``f.py::test_x[a]`` -> ``f.py::test_x``."""
+    return nodeid.split("[", 1)[0]
+
+
+# -- the virtual environment -------------------------------------------------------------
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_venv(venv: Path) -> None:
+    """Create ``venv`` if missing; (re)install when the requirements or pyproject changed."""
+    stamp = venv / ".conformance-installed"
+    wanted = hashlib.sha256(
+        "\n".join(REQUIREMENTS).encode() + (ROOT / "pyproject.toml").read_bytes()
+    ).hexdigest()
+    if stamp.is_file() and stamp.read_text() == wanted:
+        return
+    if not _venv_python(venv).is_file():
+        print(f"creating {venv}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    print(f"installing the conformance requirements into {venv}", flush=True)
+    pip = [str(_venv_python(venv)), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[server]", *REQUIREMENTS], check=True)
+    stamp.write_text(wanted)
+
+
+def reexec_in(venv: Path, argv: list[str]) -> None:
+    """Replace this process by the same command run with the venv's python."""
+    python = _venv_python(venv)
+    os.execv(python, [str(python), str(Path(__file__).resolve()), *argv])
+
+
+def _inside(venv: Path) -> bool:
+    return Path(sys.prefix).resolve() == venv.resolve()
+
+
+# -- the sdk-python checkout -------------------------------------------------------------
+
+
+def export_checkout(bare: Path, ref: str | None, into: Path) -> str:
+    """``git archive`` the tests of ``ref`` into ``into``; returns the commit exported."""
+    ref = ref or _matching_tag(bare) or "HEAD"
+    commit = _git(bare, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+    archive = subprocess.run(
+        ["git", "--git-dir", str(bare), "archive", commit, "tests", "pyproject.toml"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "x", "-C", str(into)], input=archive, check=True)
+    return f"{ref} ({commit[:10]})"
+
+
+def _matching_tag(bare: Path) -> str | None:
+    import temporalio
+
+    version = temporalio.__version__
+    tags = _git(bare, "tag", "--list").split()
+    for candidate in (version, f"v{version}"):
+        if candidate in tags:
+            return candidate
+    print(
+        f"note: {bare} has no tag {version} (the installed temporalio); using HEAD",
+        flush=True,
+    )
+    return None
+
+
+def _git(bare: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "--git-dir", str(bare), *args], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"error: git {' '.join(args)} in {bare}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def copy_tests(checkout: Path, into: Path) -> None:
+    """Copy the checkout's tests and pyproject.toml (its pytest settings), not its sources."""
+    shutil.copytree(
+        checkout / "tests", into / "tests", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy2(checkout / "pyproject.toml", into / "pyproject.toml")
+
+
+def check_checkout(sdk: Path, files: list[str]) -> None:
+    missing = [f for f in files if not (sdk / f.split("::", 1)[0]).is_file()]
+    if not (sdk / "tests" / "conftest.py").is_file():
+        raise SystemExit(
+            f"error: {sdk} is not an sdk-python checkout (no tests/conftest.py); pass the "
+            "top directory of one, or --fetch-from a bare clone of temporalio/sdk-python"
+        )
+    if missing:
+        raise SystemExit(f"error: not found in {sdk}: {', '.join(missing)}")
+
+
+# -- one pytest run ----------------------------------------------------------------------
+
+
+def run_mode(
+    mode: str, sdk: Path, files: list[str], address: str, args: argparse.Namespace
+) -> RunResult:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    record = LOG_DIR / f"{mode}.jsonl"
+    log = LOG_DIR / f"{mode}.log"
+    cmd = [
+        sys.executable, "-m", "pytest", *files,
+        "-E", address,
+        "-p", "_conformance_plugin",
+        "--conformance-record", str(record),
+        "-p", "no:cacheprovider",
+        "--timeout", str(args.timeout),
+        "-o", "log_level=INFO",
+        "-rfE", "--tb=short",
+    ]  # fmt: skip
+    if mode == "pool":
+        cmd.append("--conformance-swap")
+    if args.k:
+        cmd += ["-k", args.k]
+    env = dict(
+        os.environ,
+        TEMPORAL_INTEGRATION_TEST="1",
+        # The tests' tree (no temporalio sources in it) for the children, which import
+        # the test modules that define the activities; this directory for the plugin.
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(sdk), str(HERE), os.environ.get("PYTHONPATH")) if p
+        ),
+    )
+    print(f"[{mode}] {' '.join(cmd[3:])}  (log: {log})", flush=True)
+    began = time.monotonic()
+    timed_out = False
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=sdk, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            proc.wait(timeout=args.overall_timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _stop_group(proc)
+    result = read_record(record, mode, time.monotonic() - began)
+    result.timed_out, result.returncode, result.log = timed_out, proc.returncode, log
+    return result
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL, the process group of the pytest run this script started."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def read_record(path: Path, mode: str, seconds: float) -> RunResult:
+    """Fold the plugin's JSON lines into one final outcome per test."""
+    result = RunResult(mode, seconds)
+    if not path.is_file():
+        return result
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if "collected" in entry:
+            result.collected = entry["collected"]
+        elif "swapped" in entry:
+            result.swapped += entry["swapped"]
+        else:
+            _fold(result, entry)
+    return result
+
+
+def _fold(result: RunResult, entry: dict[str, object]) -> None:
+    nodeid, when, outcome = str(entry["nodeid"]), entry["when"], entry["outcome"]
+    current = result.outcome.get(nodeid)
+    if outcome == "skipped":
+        final = "skipped"
+    elif outcome == "failed":
+        final = "failed" if when == "call" else "error"
+    elif when == "call":
+        final = "passed"
+    else:  # setup or teardown passed: the call (or its absence) decides
+        return
+    if current in ("failed", "error") and final != "error":
+        return  # a failure stays; only a teardown error is added on top of a passed call
+    result.outcome[nodeid] = final
+    if entry["message"] and final != "passed":
+        result.message[nodeid] = f"[{when}] {entry['message']}"
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+def classify(nodeid: str, pool: RunResult, stock: RunResult | None) -> str:
+    reason = KNOWN_DIFFERENCES.get(nodeid) or KNOWN_DIFFERENCES.get(_base_id(nodeid))
+    if reason:
+        return f"known difference: {reason}"
+    if stock is not None and stock.final(nodeid) in ("failed", "error", "not run"):
+        return f"fails in stock too: {stock.message.get(nodeid, stock.final(nodeid))}"
+    if pool.final(nodeid) == "not run":
+        return "not run: the run ended (overall timeout or crash) before this test"
+    return pool.message.get(nodeid, "(no message)")
+
+
+def is_known(nodeid: str) -> bool:
+    return nodeid in KNOWN_DIFFERENCES or _base_id(nodeid) in KNOWN_DIFFERENCES
+
+
+def file_table(result: RunResult) -> list[str]:
+    lines = [f"{result.mode}: {result.seconds:.0f} s" + (" (overall timeout)" if result.timed_out else "")]
+    for path, counts in result.by_file().items():
+        cells = ", ".join(f"{counts[o]} {o}" for o in (*OUTCOMES, "not run") if counts[o])
+        lines.append(f"  {path}: {cells}")
+    return lines
+
+
+def summary_lines(primary: RunResult, stock: RunResult | None) -> list[str]:
+    lines = []
+    stock_counts = stock.by_file() if stock is not None else {}
+    for path, counts in primary.by_file().items():
+        line = f"{Path(path).name}: {counts['passed']}/{sum(counts.values())} passed"
+        if primary.mode == "pool" and path in stock_counts:
+            s = stock_counts[path]
+            line += f" (stock {s['passed']}/{sum(s.values())})"
+        lines.append(line)
+    return lines
+
+
+def failure_lines(primary: RunResult, stock: RunResult | None) -> list[str]:
+    lines = []
+    for nodeid in primary.failing():
+        cause = (
+            classify(nodeid, primary, stock)
+            if primary.mode == "pool"
+            else primary.message.get(nodeid, primary.final(nodeid))
+        )
+        lines.append(f"{nodeid} [{primary.final(nodeid)}]: {cause}")
+    return lines
+
+
+def write_markdown(
+    path: Path, primary: RunResult, stock: RunResult | None, source: str
+) -> None:
+    out = [
+        f"# sdk-python conformance ({primary.mode}): {source}",
+        "",
+        "`python3 scripts/sdk_conformance.py` — written "
+        + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "",
+        *(f"- {line}" for line in summary_lines(primary, stock)),
+        "",
+        "## Failing tests",
+        "",
+    ]
+    failing = failure_lines(primary, stock)
+    out += [f"- `{line.split(' ', 1)[0]}` {line.split(' ', 1)[1]}" for line in failing] or ["none"]
+    path.write_text("\n".join(out) + "\n")
+
+
+def report(results: dict[str, RunResult], source: str, markdown: Path | None) -> int:
+    stock = results.get("stock")
+    primary = results.get("pool", stock)
+    assert primary is not None
+    print()
+    for result in results.values():
+        print("\n".join(file_table(result)))
+        if result.mode == "pool":
+            print(f"  swapped: {', '.join(sorted(set(result.swapped))) or 'nothing'}")
+    failing = failure_lines(primary, stock)
+    print(f"\nfailing tests ({primary.mode}): {len(failing)}")
+    print("\n".join(f"  {line}" for line in failing))
+    print()
+    print("\n".join(summary_lines(primary, stock)))
+    if markdown is not None:
+        write_markdown(markdown, primary, stock, source)
+        print(f"(list written to {markdown})")
+    if not primary.collected:
+        print(f"error: no test collected or the run did not start; see {primary.log}")
+        return 2
+    if primary.mode == "pool" and not primary.swapped:
+        print("error: pool.Worker was swapped in nowhere: this run tested the stock worker")
+        return 2
+    unexplained = [n for n in primary.failing() if not is_known(n)]
+    return 1 if unexplained else 0
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sdk-path", type=Path, help="an sdk-python checkout (its top directory)")
+    where.add_argument(
+        "--fetch-from", type=Path, metavar="BARE_GIT", help="a (bare) git clone of sdk-python"
+    )
+    p.add_argument("--ref", help="with --fetch-from: the commit or tag (default: see above)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--stock", action="store_true", help="only the stock Worker (no swap)")
+    mode.add_argument("--compare", action="store_true", help="stock first, then pool.Worker")
+    p.add_argument("files", nargs="*", default=list(DEFAULT_FILES), help="test files or node ids")
+    p.add_argument("-k", help="pytest -k expression")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per test (default 60)")
+    p.add_argument(
+        "--overall-timeout", type=float, default=1800.0, help="seconds per mode (default 1800)"
+    )
+    p.add_argument("--markdown", type=Path, help="also write the failing tests to this file")
+    p.add_argument("--venv", type=Path, default=DEFAULT_VENV, help=f"default {DEFAULT_VENV}")
+    args = p.parse_args(argv)
+    if args.ref and not args.fetch_from:
+        p.error("--ref needs --fetch-from")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if not _inside(args.venv):
+        ensure_venv(args.venv)
+        reexec_in(args.venv, argv)
+    from pool._devserver import DevServer
+
+    modes = ["stock", "pool"] if args.compare else ["stock"] if args.stock else ["pool"]
+    with tempfile.TemporaryDirectory(prefix="sdk-python-") as tmp:
+        sdk = Path(tmp)
+        if args.fetch_from:
+            source = f"{args.fetch_from} at {export_checkout(args.fetch_from, args.ref, sdk)}"
+        else:
+            check_checkout(args.sdk_path, args.files)
+            copy_tests(args.sdk_path, sdk)
+            source = str(args.sdk_path)
+        check_checkout(sdk, args.files)
+        print(f"sdk-python tests: {source}", flush=True)
+        extra = [a for v in SERVER_DYNAMIC_CONFIG for a in ("--dynamic-config-value", v)]
+        with DevServer(extra_args=extra) as server:
+            print(f"dev server {server.address} (pid {server.pid})", flush=True)
+            results = {m: run_mode(m, sdk, args.files, server.address, args) for m in modes}
+    return report(results, source, args.markdown)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
