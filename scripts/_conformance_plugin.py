@@ -75,7 +75,10 @@ def _in_test_package(mod_name: str) -> bool:
 
 class _Conformance:
     def __init__(self, record_path: str | None, swap: bool) -> None:
-        self._out: IO[str] | None = Path(record_path).open("w") if record_path else None
+        # Open for the whole session; closed in pytest_unconfigure.
+        self._out: IO[str] | None = (
+            Path(record_path).open("w") if record_path else None  # noqa: SIM115
+        )
         self._replacement: type | None = None
         if swap:
             import pool

@@ -218,9 +218,7 @@ def _matching_tag(bare: Path) -> str | None:
 
 
 def _git(bare: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "--git-dir", str(bare), *args], capture_output=True, text=True
-    )
+    done = subprocess.run(["git", "--git-dir", str(bare), *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"error: git {' '.join(args)} in {bare}: {done.stderr.strip()}")
     return done.stdout
@@ -370,7 +368,8 @@ def classify(nodeid: str, pool: RunResult, stock: RunResult | None) -> str:
 
 
 def file_table(result: RunResult) -> list[str]:
-    lines = [f"{result.mode}: {result.seconds:.0f} s" + (" (overall timeout)" if result.timed_out else "")]
+    ended = " (overall timeout)" if result.timed_out else ""
+    lines = [f"{result.mode}: {result.seconds:.0f} s{ended}"]
     for path, counts in result.by_file().items():
         cells = ", ".join(f"{counts[o]} {o}" for o in (*OUTCOMES, "not run") if counts[o])
         lines.append(f"  {path}: {cells}")
@@ -401,9 +400,7 @@ def failure_lines(primary: RunResult, stock: RunResult | None) -> list[str]:
     return lines
 
 
-def write_markdown(
-    path: Path, primary: RunResult, stock: RunResult | None, source: str
-) -> None:
+def write_markdown(path: Path, primary: RunResult, stock: RunResult | None, source: str) -> None:
     out = [
         f"# sdk-python conformance ({primary.mode}): {source}",
         "",
