@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -110,8 +112,11 @@ KNOWN_DIFFERENCES = {
     ),
 }
 
-OUTCOMES = ("passed", "failed", "error", "skipped")
-MODES = ("stock", "pool")
+OUTCOMES = ("passed", "failed", "error", "skipped", "hung", "not run")
+FAILING = ("failed", "error", "hung", "not run")
+# A run that writes no outcome for this long past the per-test timeout is stuck.
+STALL_GRACE = 30.0
+_WATCH_INTERVAL = 1.0
 
 
 @dataclass
@@ -125,11 +130,12 @@ class RunResult:
     outcome: dict[str, str] = field(default_factory=dict)
     message: dict[str, str] = field(default_factory=dict)
     timed_out: bool = False
-    returncode: int | None = None
     log: Path | None = None
+    running: str | None = None  # setup seen, teardown not (yet)
+    done: set[str] = field(default_factory=set)  # teardown seen, or hung
 
     def final(self, nodeid: str) -> str:
-        """passed / failed / error / skipped, or "not run" (the run ended before it)."""
+        """passed / failed / error / skipped / hung, or "not run" (the run ended first)."""
         return self.outcome.get(nodeid, "not run")
 
     def by_file(self) -> dict[str, Counter[str]]:
@@ -139,7 +145,7 @@ class RunResult:
         return counts
 
     def failing(self) -> list[str]:
-        return [n for n in self.collected if self.final(n) in ("failed", "error", "not run")]
+        return [n for n in self.collected if self.final(n) in FAILING]
 
 
 def _file_of(nodeid: str) -> str:
@@ -249,14 +255,46 @@ def check_checkout(sdk: Path, files: list[str]) -> None:
 def run_mode(
     mode: str, sdk: Path, files: list[str], address: str, args: argparse.Namespace
 ) -> RunResult:
+    """Run pytest on ``files``; a test that makes no progress past its timeout (pytest-timeout
+    cannot interrupt every hang) is marked hung, its run killed, and the rest run on."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    record = LOG_DIR / f"{mode}.jsonl"
     log = LOG_DIR / f"{mode}.log"
+    result = RunResult(mode, 0.0, log=log)
+    began = time.monotonic()
+    deadline = began + args.overall_timeout
+    stall = args.timeout + STALL_GRACE
+    base = _pytest_command(mode, files, address, args)
+    with log.open("w") as out:
+        for attempt in itertools.count():
+            record = LOG_DIR / f"{mode}-{attempt}.jsonl"
+            cmd = [*base, "--conformance-record", str(record), *_deselect(result)]
+            print(f"[{mode}] {' '.join(base[3:])}  (log: {log})", flush=True)
+            out.write(f"=== attempt {attempt}: {' '.join(cmd)}\n")
+            out.flush()
+            ended = _supervise(cmd, sdk, out, record, deadline, stall)
+            read_record(record, result)
+            hung = result.running
+            if ended != "stalled" or hung is None:
+                result.timed_out = ended != "exited"
+                break
+            result.outcome[hung] = "hung"
+            result.message[hung] = (
+                f"no progress for {stall:.0f} s (per-test timeout {args.timeout:.0f} s did not "
+                "end it): its run was killed and the remaining tests run without it"
+            )
+            result.done.add(hung)
+            print(f"[{mode}] {hung} hung: killed; going on without it", flush=True)
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def _pytest_command(
+    mode: str, files: list[str], address: str, args: argparse.Namespace
+) -> list[str]:
     cmd = [
         sys.executable, "-m", "pytest", *files,
         "-E", address,
         "-p", "_conformance_plugin",
-        "--conformance-record", str(record),
         "-p", "no:cacheprovider",
         "--timeout", str(args.timeout),
         "-o", "log_level=INFO",
@@ -266,6 +304,19 @@ def run_mode(
         cmd.append("--conformance-swap")
     if args.k:
         cmd += ["-k", args.k]
+    return cmd
+
+
+def _deselect(result: RunResult) -> list[str]:
+    return [arg for nodeid in sorted(result.done) for arg in ("--deselect", nodeid)]
+
+
+def _supervise(
+    cmd: list[str], sdk: Path, out: IO[str], record: Path, deadline: float, stall: float
+) -> str:
+    """Run ``cmd`` until it exits ("exited"), writes nothing more to ``record`` for
+    ``stall`` seconds once collection wrote it ("stalled"; start-up and collection are
+    bounded by the deadline only) or passes ``deadline`` ("overall timeout")."""
     env = dict(
         os.environ,
         TEMPORAL_INTEGRATION_TEST="1",
@@ -275,21 +326,26 @@ def run_mode(
             p for p in (str(sdk), str(HERE), os.environ.get("PYTHONPATH")) if p
         ),
     )
-    print(f"[{mode}] {' '.join(cmd[3:])}  (log: {log})", flush=True)
-    began = time.monotonic()
-    timed_out = False
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=sdk, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            proc.wait(timeout=args.overall_timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _stop_group(proc)
-    result = read_record(record, mode, time.monotonic() - began)
-    result.timed_out, result.returncode, result.log = timed_out, proc.returncode, log
-    return result
+    proc = subprocess.Popen(
+        cmd, cwd=sdk, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    size, progressed = -1, time.monotonic()
+    while True:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=_WATCH_INTERVAL)
+            return "exited"
+        now = time.monotonic()
+        new_size = record.stat().st_size if record.exists() else 0
+        if new_size != size:
+            size, progressed = new_size, now
+        if now >= deadline:
+            why = "overall timeout"
+        elif size > 0 and now - progressed > stall:
+            why = "stalled"
+        else:
+            continue
+        _stop_group(proc)
+        return why
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -304,24 +360,27 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def read_record(path: Path, mode: str, seconds: float) -> RunResult:
-    """Fold the plugin's JSON lines into one final outcome per test."""
-    result = RunResult(mode, seconds)
+def read_record(path: Path, result: RunResult) -> None:
+    """Fold the plugin's JSON lines into ``result``: one final outcome per test."""
     if not path.is_file():
-        return result
+        return
     for line in path.read_text().splitlines():
         entry = json.loads(line)
         if "collected" in entry:
-            result.collected = entry["collected"]
+            result.collected = result.collected or entry["collected"]
         elif "swapped" in entry:
             result.swapped += entry["swapped"]
         else:
             _fold(result, entry)
-    return result
 
 
 def _fold(result: RunResult, entry: dict[str, object]) -> None:
     nodeid, when, outcome = str(entry["nodeid"]), entry["when"], entry["outcome"]
+    if when == "setup":
+        result.running = nodeid
+    elif when == "teardown":
+        result.running = None
+        result.done.add(nodeid)
     current = result.outcome.get(nodeid)
     if outcome == "skipped":
         final = "skipped"
@@ -360,7 +419,7 @@ def classify(nodeid: str, pool: RunResult, stock: RunResult | None) -> str:
             f"known difference, but failed for another reason (expected {known[1]!r}): "
             f"{pool.message.get(nodeid, pool.final(nodeid))}"
         )
-    if stock is not None and stock.final(nodeid) in ("failed", "error", "not run"):
+    if stock is not None and stock.final(nodeid) in FAILING:
         return f"fails in stock too: {stock.message.get(nodeid, stock.final(nodeid))}"
     if pool.final(nodeid) == "not run":
         return "not run: the run ended (overall timeout or crash) before this test"
@@ -371,7 +430,7 @@ def file_table(result: RunResult) -> list[str]:
     ended = " (overall timeout)" if result.timed_out else ""
     lines = [f"{result.mode}: {result.seconds:.0f} s{ended}"]
     for path, counts in result.by_file().items():
-        cells = ", ".join(f"{counts[o]} {o}" for o in (*OUTCOMES, "not run") if counts[o])
+        cells = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o])
         lines.append(f"  {path}: {cells}")
     return lines
 

@@ -85,7 +85,9 @@ def _run_fake(tmp_path: Path, *plugin_args: str) -> Any:
         timeout=120,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr  # test_fails fails
-    return S.read_record(record, "pool", 0.0)
+    result = S.RunResult("pool", 0.0)
+    S.read_record(record, result)
+    return result
 
 
 def test_the_plugin_swaps_pool_worker_into_the_test_package(tmp_path: Path) -> None:
@@ -112,6 +114,50 @@ def test_without_swap_the_plugin_only_records(tmp_path: Path) -> None:
     assert result.swapped == []
     assert result.final("tests/test_fake.py::test_names_are_swapped") == "failed"
     assert result.final("tests/test_fake.py::test_the_package_attribute_stays_stock") == "passed"
+
+
+_HANGING_PACKAGE = {
+    "tests/__init__.py": "",
+    # sdk-python's conftest defines -E; the script always passes it.
+    "tests/conftest.py": """
+        def pytest_addoption(parser):
+            parser.addoption("-E", "--workflow-environment", default="local")
+    """,
+    "tests/test_hang.py": """
+        import signal
+        import threading
+
+        def test_before():
+            pass
+
+        def test_hangs_where_pytest_timeout_cannot_reach():
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            threading.Event().wait()
+
+        def test_after():
+            pass
+    """,
+}
+
+
+def test_a_hung_test_is_killed_and_the_rest_run_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for rel, text in _HANGING_PACKAGE.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(textwrap.dedent(text))
+    monkeypatch.setattr(S, "LOG_DIR", tmp_path / "logs")
+    monkeypatch.setattr(S, "STALL_GRACE", 1.0)
+    args = S.parse_args(["--sdk-path", str(tmp_path), "--timeout", "1", "--overall-timeout", "90"])
+    result = S.run_mode("stock", tmp_path, ["tests/test_hang.py"], "127.0.0.1:1", args)
+    hang = "tests/test_hang.py::test_hangs_where_pytest_timeout_cannot_reach"
+    assert {n: result.final(n) for n in result.collected} == {
+        "tests/test_hang.py::test_before": "passed",
+        hang: "hung",
+        "tests/test_hang.py::test_after": "passed",
+    }
+    assert "no progress for 2 s" in result.message[hang]
+    assert not result.timed_out
 
 
 def _record(tmp_path: Path, *entries: dict[str, object]) -> Path:
@@ -143,13 +189,16 @@ def test_phases_fold_into_one_outcome_per_test(tmp_path: Path) -> None:
         _phase(teardown_err, "teardown", "failed", "t.py:5: leak"),
         _phase(skip, "setup", "skipped", "needs time skipping"),
     )  # fmt: skip
-    result = S.read_record(path, "pool", 1.0)
+    result = S.RunResult("pool", 1.0)
+    S.read_record(path, result)
     assert [result.final(n) for n in ids] == [
         "passed", "failed", "error", "error", "skipped", "not run",
     ]  # fmt: skip
     assert result.message[bad] == "[call] t.py:3: assert 0"
     assert result.message[teardown_err] == "[teardown] t.py:5: leak"
     assert result.failing() == [bad, setup_err, teardown_err, hung]
+    assert result.done == {ok, bad, teardown_err}  # teardown seen
+    assert result.running == skip  # setup seen last, no teardown
     assert dict(result.by_file()["tests/t.py"]) == {
         "passed": 1, "failed": 1, "error": 2, "skipped": 1, "not run": 1,
     }  # fmt: skip
