@@ -157,6 +157,12 @@ def _base_id(nodeid: str) -> str:
     return nodeid.split("[", 1)[0]
 
 
+def fail(message: str) -> SystemExit:
+    """Print ``error: message`` and give the SystemExit (status 2) for the caller to raise."""
+    print(f"error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 # -- the virtual environment -------------------------------------------------------------
 
 
@@ -177,8 +183,14 @@ def ensure_venv(venv: Path) -> None:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     print(f"installing the conformance requirements into {venv}", flush=True)
     pip = [str(_venv_python(venv)), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[server]", *REQUIREMENTS], check=True)
+    try:
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        subprocess.run([*pip, "-e", f"{ROOT}[server]", *REQUIREMENTS], check=True)
+    except subprocess.CalledProcessError as e:
+        raise fail(
+            f"installing into {venv} failed ({e}); it needs PyPI. Fix the cause "
+            f"shown above, or remove {venv} to start afresh"
+        ) from e
     stamp.write_text(wanted)
 
 
@@ -226,7 +238,7 @@ def _matching_tag(bare: Path) -> str | None:
 def _git(bare: Path, *args: str) -> str:
     done = subprocess.run(["git", "--git-dir", str(bare), *args], capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"error: git {' '.join(args)} in {bare}: {done.stderr.strip()}")
+        raise fail(f"git {' '.join(args)} in {bare}: {done.stderr.strip()}")
     return done.stdout
 
 
@@ -241,12 +253,12 @@ def copy_tests(checkout: Path, into: Path) -> None:
 def check_checkout(sdk: Path, files: list[str]) -> None:
     missing = [f for f in files if not (sdk / f.split("::", 1)[0]).is_file()]
     if not (sdk / "tests" / "conftest.py").is_file():
-        raise SystemExit(
-            f"error: {sdk} is not an sdk-python checkout (no tests/conftest.py); pass the "
+        raise fail(
+            f"{sdk} is not an sdk-python checkout (no tests/conftest.py); pass the "
             "top directory of one, or --fetch-from a bare clone of temporalio/sdk-python"
         )
     if missing:
-        raise SystemExit(f"error: not found in {sdk}: {', '.join(missing)}")
+        raise fail(f"not found in {sdk}: {', '.join(missing)}")
 
 
 # -- one pytest run ----------------------------------------------------------------------
