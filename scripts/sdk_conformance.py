@@ -110,6 +110,17 @@ KNOWN_DIFFERENCES = {
         "reads the private Worker._activity_worker (stock internals)",
         "_activity_worker",
     ),
+    **{
+        f"tests/worker/test_worker.py::test_worker_fatal_error_{case}": (
+            "injects poll failures through the private Worker._bridge_worker (stock internals)",
+            "_bridge_worker",
+        )
+        for case in ("run", "with", "callback")
+    },
+    "tests/worker/test_worker.py::test_worker_debug_mode": (
+        "reads the private Worker._workflow_worker (stock internals)",
+        "_workflow_worker",
+    ),
 }
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "hung", "not run")
@@ -270,6 +281,8 @@ def run_mode(
     """Run pytest on ``files``; a test that makes no progress past its timeout (pytest-timeout
     cannot interrupt every hang) is marked hung, its run killed, and the rest run on."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    for old in LOG_DIR.glob(f"{mode}-*.jsonl"):  # an earlier run's attempts
+        old.unlink()
     log = LOG_DIR / f"{mode}.log"
     result = RunResult(mode, 0.0, log=log)
     began = time.monotonic()
@@ -432,7 +445,10 @@ def classify(nodeid: str, pool: RunResult, stock: RunResult | None) -> str:
             f"{pool.message.get(nodeid, pool.final(nodeid))}"
         )
     if stock is not None and stock.final(nodeid) in FAILING:
-        return f"fails in stock too: {stock.message.get(nodeid, stock.final(nodeid))}"
+        return (
+            f"fails in stock too (stock: {stock.message.get(nodeid, stock.final(nodeid))}); "
+            f"pool: {pool.message.get(nodeid, pool.final(nodeid))}"
+        )
     if pool.final(nodeid) == "not run":
         return "not run: the run ended (overall timeout or crash) before this test"
     return pool.message.get(nodeid, "(no message)")

@@ -238,7 +238,7 @@ def test_failures_are_classified_and_summarised(monkeypatch: pytest.MonkeyPatch)
         f"{other_known} [failed]: known difference, but failed for another reason "
         "(expected '_x'): [call] a.py:2: Timeout",
         f"{new} [failed]: [call] a.py:3: assert 1 == 2",
-        f"{both} [error]: fails in stock too: [call] b.py:1: flaky",
+        f"{both} [error]: fails in stock too (stock: [call] b.py:1: flaky); pool: error",
     ]
     assert S.summary_lines(pool, stock) == [
         "a.py: 0/3 passed (stock 3/3)",
