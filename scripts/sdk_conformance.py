@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -293,8 +294,8 @@ def run_mode(
         for attempt in itertools.count():
             record = LOG_DIR / f"{mode}-{attempt}.jsonl"
             cmd = [*base, "--conformance-record", str(record), *_deselect(result)]
-            print(f"[{mode}] {' '.join(base[3:])}  (log: {log})", flush=True)
-            out.write(f"=== attempt {attempt}: {' '.join(cmd)}\n")
+            print(f"[{mode}] {shlex.join(base[3:])}  (log: {log})", flush=True)
+            out.write(f"=== attempt {attempt}: {shlex.join(cmd)}\n")
             out.flush()
             ended = _supervise(cmd, sdk, out, record, deadline, stall)
             read_record(record, result)
