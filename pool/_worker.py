@@ -659,9 +659,11 @@ class Worker:
             exception = err
 
         tasks["shutdown"].cancel()
-        logger.info(
-            "Beginning worker shutdown, will wait %s before cancelling activities", self._graceful
-        )
+        if self._inner is None:  # temporalio's worker says it itself
+            logger.info(
+                "Beginning worker shutdown, will wait %s before cancelling activities",
+                self._graceful,
+            )
         await self._shutdown_sides(tasks)
         self._shutdown_complete.set()
         if exception is not None:
