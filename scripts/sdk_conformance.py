@@ -1,6 +1,6 @@
 """Conformance: sdk-python's own worker tests, with ``pool.Worker`` swapped in.
 
-    python3 scripts/sdk_conformance.py (--sdk-path DIR | --fetch-from BARE_GIT [--ref REF])
+    python3 scripts/sdk_conformance.py (--sdk-path DIR | --fetch-from GIT [--ref REF])
                                        [--stock | --compare] [FILE ...]
 
       .venv-conformance   created and kept current here (pytest 8.3, pytest-asyncio 0.21,
@@ -9,14 +9,15 @@
                           project's own .venv is never changed
       sdk-python tests    tests/ and pyproject.toml (its pytest settings) into a temp dir,
                           never its temporalio sources: copied from --sdk-path (a checkout),
-                          or ``git archive REF`` of --fetch-from (a bare clone; REF defaults
-                          to the tag of the installed temporalio, else HEAD)
+                          or ``git archive REF`` of --fetch-from (a clone, bare or not; REF
+                          defaults to the tag of the installed temporalio, else HEAD)
       DevServer           loopback, the dynamic config sdk-python's conftest gives its own
       per mode            python -m pytest FILES -E ADDR -p _conformance_plugin
        (stock, pool)        --conformance-record R.jsonl [--conformance-swap]
                           cwd and PYTHONPATH = that dir (children import the test modules),
                           TEMPORAL_INTEGRATION_TEST=1 (its conftest then checks that the
-                          installed temporalio is the one tested); --timeout per test,
+                          installed temporalio is the one tested); --timeout per test (one
+                          silent 30 s past it is killed, marked hung, and the rest run on),
                           --overall-timeout per mode
       R.jsonl ──▶ per file passed / failed / error / skipped; each failing test with its
                   cause (KNOWN_DIFFERENCES, "fails in stock too", or its failure message)
@@ -219,12 +220,12 @@ def _inside(venv: Path) -> bool:
 # -- the sdk-python checkout -------------------------------------------------------------
 
 
-def export_checkout(bare: Path, ref: str | None, into: Path) -> str:
+def export_checkout(repo: Path, ref: str | None, into: Path) -> str:
     """``git archive`` the tests of ``ref`` into ``into``; returns the commit exported."""
-    ref = ref or _matching_tag(bare) or "HEAD"
-    commit = _git(bare, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+    ref = ref or _matching_tag(repo) or "HEAD"
+    commit = _git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
     archive = subprocess.run(
-        ["git", "--git-dir", str(bare), "archive", commit, "tests", "pyproject.toml"],
+        ["git", "-C", str(repo), "archive", commit, "tests", "pyproject.toml"],
         check=True,
         capture_output=True,
     ).stdout
@@ -232,25 +233,25 @@ def export_checkout(bare: Path, ref: str | None, into: Path) -> str:
     return f"{ref} ({commit[:10]})"
 
 
-def _matching_tag(bare: Path) -> str | None:
+def _matching_tag(repo: Path) -> str | None:
     import temporalio
 
     version = temporalio.__version__
-    tags = _git(bare, "tag", "--list").split()
+    tags = _git(repo, "tag", "--list").split()
     for candidate in (version, f"v{version}"):
         if candidate in tags:
             return candidate
     print(
-        f"note: {bare} has no tag {version} (the installed temporalio); using HEAD",
+        f"note: {repo} has no tag {version} (the installed temporalio); using HEAD",
         flush=True,
     )
     return None
 
 
-def _git(bare: Path, *args: str) -> str:
-    done = subprocess.run(["git", "--git-dir", str(bare), *args], capture_output=True, text=True)
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
     if done.returncode != 0:
-        raise fail(f"git {' '.join(args)} in {bare}: {done.stderr.strip()}")
+        raise fail(f"git {' '.join(args)} in {repo}: {done.stderr.strip()}")
     return done.stdout
 
 
@@ -267,7 +268,7 @@ def check_checkout(sdk: Path, files: list[str]) -> None:
     if not (sdk / "tests" / "conftest.py").is_file():
         raise fail(
             f"{sdk} is not an sdk-python checkout (no tests/conftest.py); pass the "
-            "top directory of one, or --fetch-from a bare clone of temporalio/sdk-python"
+            "top directory of one, or --fetch-from a clone of temporalio/sdk-python"
         )
     if missing:
         raise fail(f"not found in {sdk}: {', '.join(missing)}")
@@ -544,7 +545,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--sdk-path", type=Path, help="an sdk-python checkout (its top directory)")
     where.add_argument(
-        "--fetch-from", type=Path, metavar="BARE_GIT", help="a (bare) git clone of sdk-python"
+        "--fetch-from", type=Path, metavar="GIT", help="a git clone (bare or not) of sdk-python"
     )
     p.add_argument("--ref", help="with --fetch-from: the commit or tag (default: see above)")
     mode = p.add_mutually_exclusive_group()

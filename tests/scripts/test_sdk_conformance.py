@@ -266,3 +266,37 @@ def test_ref_needs_fetch_from(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         S.parse_args(["--sdk-path", "x", "--ref", "1.35.0"])
     assert "--ref needs --fetch-from" in capsys.readouterr().err
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_fetch_from_exports_the_tests_of_the_installed_release(tmp_path: Path) -> None:
+    import temporalio
+
+    repo, into = tmp_path / "sdk-python", tmp_path / "export"
+    (repo / "tests" / "worker").mkdir(parents=True)
+    (repo / "temporalio").mkdir()
+    (repo / "temporalio" / "__init__.py").write_text("")
+    (repo / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (repo / "tests" / "conftest.py").write_text("")
+    (repo / "tests" / "worker" / "test_activity.py").write_text("RELEASE = True\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "release")
+    _git(repo, "tag", temporalio.__version__)
+    (repo / "tests" / "worker" / "test_activity.py").write_text("RELEASE = False\n")
+    _git(repo, "commit", "-qam", "later")
+    into.mkdir()
+
+    source = S.export_checkout(repo, None, into)
+
+    assert source.startswith(f"{temporalio.__version__} (")
+    assert (into / "tests" / "worker" / "test_activity.py").read_text() == "RELEASE = True\n"
+    assert (into / "pyproject.toml").is_file()
+    assert not (into / "temporalio").exists()  # the installed temporalio is the one tested
