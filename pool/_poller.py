@@ -183,6 +183,8 @@ class Poller:
         self._loops: list[asyncio.Task[None]] = []
         self.polls = 0
         self.empty_polls = 0
+        # Why the last poll failed; None once a poll answered again (readiness).
+        self.poll_failure: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -258,7 +260,10 @@ class Poller:
                     reserved = True
                 if self._stopping:
                     return
-                response = await poll_with_retry(lambda: self._poll_once(request))
+                response = await poll_with_retry(
+                    lambda: self._poll_once(request), on_failure=self._poll_failed
+                )
+                self.poll_failure = None
                 self.polls += 1
                 if not response.task_token:
                     self.empty_polls += 1
@@ -275,6 +280,9 @@ class Poller:
                     if reserved and self._pool is not None:
                         self._pool.unreserve()
                     self._slots.release()
+
+    def _poll_failed(self, reason: str) -> None:
+        self.poll_failure = reason
 
     async def _poll_once(
         self, request: PollActivityTaskQueueRequest

@@ -251,9 +251,10 @@ def _retry_delay(
 async def poll_with_retry(
     start_poll: Callable[[], Awaitable[T]],
     *,
-    on_call: Callable[[Any], None] | None = None,
+    on_failure: Callable[[str], None] | None = None,
 ) -> T:
-    """Run a long poll until it answers, retrying as core does for task polls."""
+    """Run a long poll until it answers, retrying as core does for task polls;
+    ``on_failure`` hears of each failed attempt (for readiness)."""
     attempt = 0
     fatal_since: float | None = None
     while True:
@@ -276,6 +277,8 @@ async def poll_with_retry(
             logger.warning(
                 "Activity poll failed (%s: %s); retrying in %.1f s", code, err.details(), delay
             )
+            if on_failure is not None:
+                on_failure(describe_rpc_error(err))
             await asyncio.sleep(delay)
 
 

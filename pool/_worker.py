@@ -589,6 +589,33 @@ class Worker:
     def dispatcher(self) -> Dispatcher | None:
         return self._activity_side.dispatcher if self._activity_side else None
 
+    def readiness(self) -> dict[str, str]:
+        """Each readiness check -> ``"ok"`` or what is wrong (``/readyz`` serves this).
+        Call it on the worker's loop: it reads live state."""
+        if self.is_shutdown:
+            worker = "shut down"
+        elif self._shutdown_requested.is_set():
+            worker = "shutting down"
+        elif not self._ready.is_set():
+            worker = "starting"
+        else:
+            worker = "ok"
+        checks = {"worker": worker}
+        side = self._activity_side
+        if side is not None:
+            poller = side.poller
+            if poller is None:
+                checks["polling"] = "not started"
+            elif poller.poll_failure is not None:
+                checks["polling"] = f"activity polls fail: {poller.poll_failure}"
+            else:
+                checks["polling"] = "ok"
+            if side.pool is not None:
+                snapshot = side.pool.snapshot()
+                up = snapshot.idle + snapshot.busy
+                checks["children"] = "ok" if up else f"no child is ready (0 of {snapshot.size})"
+        return checks
+
     def __repr__(self) -> str:
         state = "running" if self.is_running else ("shut down" if self.is_shutdown else "new")
         parts = [f"task_queue={self.task_queue!r}", state]
