@@ -837,8 +837,11 @@ class Dispatcher:
             "cancellation_details": task.holder,
             "metric_meter": self._metric_meter,
         }
+        # The thread runs in a copy of this context, so context variables the
+        # interceptors set reach the activity (stock does the same).
         return await loop.run_in_executor(
             self._threads,
+            contextvars.copy_context().run,
             run_in_thread,
             context_kwargs,
             task.thread_raiser,
