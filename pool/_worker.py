@@ -65,6 +65,7 @@ from ._poller import (
     ResourceTargets,
     Slots,
 )
+from ._sdk_metrics import ActivityMetrics, RequestMetrics
 from ._service import ActivityService, describe_rpc_error
 from ._supervisor import ProcessPool
 
@@ -72,6 +73,8 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger("pool.worker")
 
+# How often the slot and poller gauges of the SDK's metrics are sampled.
+_METRICS_SAMPLE_INTERVAL = 1.0
 _DEFAULT_SLOTS = 100  # the stock worker's default activity slot count
 # Our packages are never workflow code: a workflow module that imports ``pool`` (the
 # smallest program does) gets them passed through the sandbox instead of re-imported
@@ -827,6 +830,7 @@ class _ActivitySide:
         self.service: ActivityService | None = None
         self.dispatcher: Dispatcher | None = None
         self.poller: Poller | None = None
+        self.metrics: ActivityMetrics | None = None
         self.slots = plan.slots
         self._fatal: asyncio.Future[BaseException] | None = None
         self._poller_task: asyncio.Task[None] | None = None
@@ -868,7 +872,12 @@ class _ActivitySide:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._fatal = loop.create_future()
-        self.service = ActivityService(self._client, self._identity)
+        meter = _runtime(self._client).metric_meter
+        namespace = self._client.namespace
+        self.metrics = ActivityMetrics(meter, namespace, self._task_queue)
+        self.service = ActivityService(
+            self._client, self._identity, interceptors=[RequestMetrics(meter, namespace)]
+        )
         blob_limit = await self._describe_namespace()
         self._dispatch_settings = replace(self._dispatch_settings, blob_size_limit=blob_limit)
         sender = None
@@ -885,8 +894,9 @@ class _ActivitySide:
             thread_executor=self.plan.thread_executor,
             shared_state=self._shared_state,
             release_slot=self.slots.release,
-            metric_meter=_runtime(self._client).metric_meter,
+            metric_meter=meter,
             type_limits=self.plan.type_limits,
+            metrics=self.metrics,
             interceptors=self._interceptors,
             decode_headers=self._client.config()["header_codec_behavior"]
             == temporalio.client.HeaderCodecBehavior.CODEC,
@@ -921,6 +931,7 @@ class _ActivitySide:
             limiter=RateLimiter(self._rate) if self._rate else None,
             pool=self.pool,
             dispatch=self.dispatcher.start,
+            metrics=self.metrics,
         )
 
     async def _describe_namespace(self) -> int | None:
@@ -977,13 +988,24 @@ class _ActivitySide:
         """Poll and dispatch until shutdown; raises the fatal error if one happens."""
         assert self.poller is not None and self._fatal is not None
         self._poller_task = asyncio.create_task(self.poller.run(), name="activity-poller")
+        sampler = asyncio.create_task(self._sample_metrics(), name="activity-metrics")
         waiting: list[asyncio.Future[Any]] = [self._poller_task, self._fatal]
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sampler.cancel()
         if self._fatal in done:
             raise self._fatal.result()
         error = self._poller_task.exception()
         if error is not None:
             raise error
+
+    async def _sample_metrics(self) -> None:
+        """sdk-core's gauges (pollers in flight, slots), sampled every second."""
+        assert self.poller is not None and self.metrics is not None
+        while True:
+            self.metrics.sample(self.poller.polling, self.slots.used, self.slots.size)
+            await asyncio.sleep(_METRICS_SAMPLE_INTERVAL)
 
     async def shutdown(self, graceful: float) -> None:
         if self.poller is not None:
