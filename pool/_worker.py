@@ -52,6 +52,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from runner import ActivitySpec
 
 from ._config import PoolConfig
+from ._custom_slots import CustomSlots, ReserveContext
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
 from ._poller import (
@@ -96,12 +97,18 @@ class _ActivityPlan:
     type_limits: dict[str, int]
 
 
-def _activity_slots(max_concurrent_activities: int | None, tuner: WorkerTuner | None) -> Slots:
+def _activity_slots(
+    max_concurrent_activities: int | None,
+    tuner: WorkerTuner | None,
+    reserve_context: Callable[[], ReserveContext],
+) -> Slots:
     if tuner is not None:
         # The one place we read a tuner's activity supplier (private in temporalio).
         supplier = tuner._get_activity_task_slot_supplier()
         if isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
             return Slots(supplier.num_slots)
+        if isinstance(supplier, temporalio.worker.CustomSlotSupplier):
+            return CustomSlots(supplier, reserve_context())
         if isinstance(supplier, temporalio.worker.ResourceBasedSlotSupplier):
             slot = supplier.slot_config
             ramp = slot.ramp_throttle
@@ -117,7 +124,8 @@ def _activity_slots(max_concurrent_activities: int | None, tuner: WorkerTuner | 
             )
         raise WorkerConfigError(
             f"tuner: the activity slot supplier {type(supplier).__name__} is not supported by "
-            "pool.Worker; use WorkerTuner.create_fixed(...) or create_resource_based(...)"
+            "pool.Worker; use a FixedSizeSlotSupplier, a ResourceBasedSlotSupplier or a "
+            "temporalio.worker.CustomSlotSupplier subclass"
         )
     if max_concurrent_activities is not None:
         if max_concurrent_activities < 1:
@@ -372,7 +380,13 @@ class Worker:
                 activity_executor,
                 processes,
                 pool_config,
-                _activity_slots(max_concurrent_activities, tuner),
+                _activity_slots(
+                    max_concurrent_activities,
+                    tuner,
+                    lambda: ReserveContext.for_worker(
+                        task_queue, identity or client.identity, build_id, deployment_config
+                    ),
+                ),
                 _poller_count(max_concurrent_activity_task_polls, activity_task_poller_behavior),
                 activity_type_limits or {},
             )
