@@ -55,6 +55,7 @@ from ._config import PoolConfig
 from ._custom_slots import CustomSlots, ReserveContext
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
+from ._forks import check_create, check_use
 from ._poller import (
     Poller,
     PollSettings,
@@ -134,6 +135,27 @@ def _activity_slots(
             )
         return Slots(max_concurrent_activities)
     return Slots(_DEFAULT_SLOTS)
+
+
+def _warn_if_threads_fewer_than_slots(
+    activity_executor: object, max_concurrent_activities: int | None, tuner: WorkerTuner | None
+) -> None:
+    """Stock's warning, for a thread pool only: tasks beyond its threads wait in it.
+
+    The process path needs none: it polls only for tasks a child can start.
+    """
+    if not isinstance(activity_executor, concurrent.futures.ThreadPoolExecutor):
+        return
+    slots = max_concurrent_activities
+    if tuner is not None and tuner._get_activities_max():
+        slots = tuner._get_activities_max()
+    max_workers = activity_executor._max_workers
+    if max_workers < (slots or 0):
+        warnings.warn(
+            f"Worker max_concurrent_activities is {slots} "
+            f"but activity_executor's max_workers is only {max_workers}",
+            stacklevel=3,
+        )
 
 
 def _plan_activities(
@@ -332,6 +354,8 @@ class Worker:
                 "max_concurrent_local_activities, or max_concurrent_nexus_tasks when also "
                 "specifying tuner"
             )
+        check_create(client)
+        self._created_in = os.getpid()
         if isinstance(activity_executor, ProcessPool) and pool_config is not None:
             raise WorkerConfigError("pool_config goes to the ProcessPool itself, not both")
         dc = client.data_converter
@@ -355,6 +379,8 @@ class Worker:
         self._async_exiting = False
 
         # -- activity side (ours) --
+        if activities:
+            _warn_if_threads_fewer_than_slots(activity_executor, max_concurrent_activities, tuner)
         self._activity_side: _ActivitySide | None = None
         remote = bool(activities) and not no_remote_activities
         if remote:
@@ -444,15 +470,14 @@ class Worker:
                     local_executor = self._local_executor
             inner_tuner = tuner
             if tuner is not None:
-                supplier = tuner._get_activity_task_slot_supplier()
-                if not isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
-                    # The inner worker polls no activities: give it a harmless one.
-                    inner_tuner = WorkerTuner.create_composite(
-                        workflow_supplier=tuner._get_workflow_task_slot_supplier(),
-                        activity_supplier=temporalio.worker.FixedSizeSlotSupplier(1),
-                        local_activity_supplier=tuner._get_local_activity_task_slot_supplier(),
-                        nexus_supplier=tuner._get_nexus_slot_supplier(),
-                    )
+                # The inner worker polls no activities: give it a harmless supplier (and
+                # no second max_workers warning).
+                inner_tuner = WorkerTuner.create_composite(
+                    workflow_supplier=tuner._get_workflow_task_slot_supplier(),
+                    activity_supplier=temporalio.worker.FixedSizeSlotSupplier(1),
+                    local_activity_supplier=tuner._get_local_activity_task_slot_supplier(),
+                    nexus_supplier=tuner._get_nexus_slot_supplier(),
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._inner = temporalio.worker.Worker(
@@ -570,6 +595,7 @@ class Worker:
 
     async def run(self) -> None:
         """Run until :meth:`shutdown`; raises the fatal error if the worker fails."""
+        check_use(self._created_in)
         if self._started:
             raise RuntimeError("Already started")
         self._started = True
