@@ -1,6 +1,7 @@
 """The poller: ``PollActivityTaskQueue`` only while a task could start at once.
 
-Each poll loop first takes a concurrency slot, waits for the local rate limit
+Each poll loop first takes a concurrency slot (a permit of a custom supplier is
+handed to the task the poll brings: ``Slots``), waits for the local rate limit
 (``max_activities_per_second``), and, when sync activities run in the process
 pool, reserves a child: an idle one, or a busy one expected to finish within a
 poll round trip (``PoolConfig.lookahead``). Only then does it poll, so a task does
