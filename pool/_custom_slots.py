@@ -117,9 +117,7 @@ class CustomSlots(Slots):
         while True:
             try:
                 permit = await self._reserve()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
+            except Exception:  # not CancelledError: shutdown ends the loop
                 logger.warning("Error in custom slot supplier `reserve_slot`", exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)

@@ -19,8 +19,10 @@ from temporalio.worker import (
     SlotPermit,
     SlotReleaseContext,
     SlotReserveContext,
+    WorkerDeploymentConfig,
     WorkerTuner,
 )
+from temporalio.worker._worker import load_default_build_id
 
 import pool
 from pool._custom_slots import CustomSlots, ReserveContext
@@ -296,3 +298,24 @@ async def test_blocking_supplier_does_not_hold_up_worker_shutdown(client, task_q
 
     await asyncio.wait_for(start_and_stop(), 30)
     assert worker.is_shutdown
+
+
+def test_reserve_context_carries_the_workers_version_as_sdk_core_does():
+    deployment = WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion("orders", "v3"), use_worker_versioning=True
+    )
+    ctx = ReserveContext.for_worker("q", "me", None, deployment)
+    assert (ctx.worker_build_id, ctx.worker_deployment_version) == (
+        "v3",
+        WorkerDeploymentVersion("orders", "v3"),
+    )
+    # No build id given: temporalio's default one (a hash of the loaded code).
+    ctx = ReserveContext.for_worker("q", "me", None, None)
+    assert ctx.worker_build_id == load_default_build_id()
+    assert ctx.worker_deployment_version == WorkerDeploymentVersion("", ctx.worker_build_id)
+    assert (ctx.slot_type, ctx.task_queue, ctx.worker_identity, ctx.is_sticky) == (
+        "activity",
+        "q",
+        "me",
+        False,
+    )
