@@ -20,6 +20,7 @@ from typing import Any
 
 import temporalio.bridge.client
 import temporalio.client
+import temporalio.service
 
 __all__ = ["check_create", "check_use"]
 
@@ -30,8 +31,11 @@ _RUNTIME_PID = re.compile(r"original runtime PID is (\d+)")
 
 def check_create(client: temporalio.client.Client) -> None:
     """Raise stock's error if ``client``'s runtime belongs to another process."""
-    bridge = getattr(client.service_client, "_bridge_client", None)
-    if bridge is None:  # a lazy client not connected yet: no runtime to check
+    service: object = client.service_client
+    if not isinstance(service, temporalio.service._BridgeServiceClient):
+        service = getattr(service, "worker_service_client", None)  # a wrapper, as stock
+    bridge = getattr(service, "_bridge_client", None)
+    if bridge is None:  # not connected yet, or no bridge: no runtime to check
         return
     try:
         pending = bridge._ref.call_workflow_service(_PROBE)
