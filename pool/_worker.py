@@ -1046,7 +1046,7 @@ class _ActivitySide:
         """sdk-core's gauges (pollers in flight, slots), sampled every second."""
         assert self.poller is not None and self.metrics is not None
         while True:
-            self.metrics.sample(self.poller.polling, self.slots.used, self.slots.size)
+            self.metrics.sample(self.poller.polling, self.slots.used, self.slots.free)
             await asyncio.sleep(_METRICS_SAMPLE_INTERVAL)
 
     async def shutdown(self, graceful: float) -> None:
