@@ -221,7 +221,7 @@ class Dispatcher:
         pool: ProcessPool | None,
         thread_executor: concurrent.futures.ThreadPoolExecutor | None,
         shared_state: Any,
-        release_slot: Callable[[], None],
+        release_slot: Callable[[bytes], None],
         metric_meter: temporalio.common.MetricMeter | None,
         type_limits: Mapping[str, int] | None = None,
         interceptors: Sequence[temporalio.worker.Interceptor] = (),
@@ -476,7 +476,7 @@ class Dispatcher:
             for timer in task.timers.values():
                 timer.cancel()
             self._tasks.pop(task.token, None)
-            self._release_slot()
+            self._release_slot(task.token)
 
     async def _execute(
         self, task: _Task, resp: PollActivityTaskQueueResponse, reserved_child: bool

@@ -61,10 +61,11 @@ class PoolMetrics(Collector):
         if slots is not None:
             used = GaugeMetricFamily("pool_activity_slots_used", "Activity slots in use")
             used.add_metric([], slots.used)
-            free = GaugeMetricFamily("pool_activity_slots_free", "Activity slots free")
-            free.add_metric([], max(slots.size - slots.used, 0))
             yield used
-            yield free
+            if slots.free is not None:  # a custom supplier's free slots are its own
+                free = GaugeMetricFamily("pool_activity_slots_free", "Activity slots free")
+                free.add_metric([], slots.free)
+                yield free
         dispatcher = worker.dispatcher
         if dispatcher is not None:
             started = CounterMetricFamily(

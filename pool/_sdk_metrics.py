@@ -121,10 +121,11 @@ class ActivityMetrics:
 
     # -- the sampler --
 
-    def sample(self, polling: int, slots_used: int, slots_size: int) -> None:
+    def sample(self, polling: int, slots_used: int, slots_free: int | None) -> None:
         self._pollers.set(polling)
         self._slots_used.set(slots_used)
-        self._slots_available.set(max(slots_size - slots_used, 0))
+        if slots_free is not None:  # a custom supplier's: not recorded, as in sdk-core
+            self._slots_available.set(slots_free)
 
 
 class RequestMetrics(grpc.aio.UnaryUnaryClientInterceptor):

@@ -54,8 +54,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from runner import ActivitySpec
 
 from ._config import PoolConfig
+from ._custom_slots import CustomSlots, ReserveContext
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
+from ._forks import check_create, check_use
 from ._interceptors import activity_interceptors
 from ._poller import (
     Poller,
@@ -102,12 +104,18 @@ class _ActivityPlan:
     type_limits: dict[str, int]
 
 
-def _activity_slots(max_concurrent_activities: int | None, tuner: WorkerTuner | None) -> Slots:
+def _activity_slots(
+    max_concurrent_activities: int | None,
+    tuner: WorkerTuner | None,
+    reserve_context: Callable[[], ReserveContext],
+) -> Slots:
     if tuner is not None:
         # The one place we read a tuner's activity supplier (private in temporalio).
         supplier = tuner._get_activity_task_slot_supplier()
         if isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
             return Slots(supplier.num_slots)
+        if isinstance(supplier, temporalio.worker.CustomSlotSupplier):
+            return CustomSlots(supplier, reserve_context())
         if isinstance(supplier, temporalio.worker.ResourceBasedSlotSupplier):
             slot = supplier.slot_config
             ramp = slot.ramp_throttle
@@ -123,7 +131,8 @@ def _activity_slots(max_concurrent_activities: int | None, tuner: WorkerTuner | 
             )
         raise WorkerConfigError(
             f"tuner: the activity slot supplier {type(supplier).__name__} is not supported by "
-            "pool.Worker; use WorkerTuner.create_fixed(...) or create_resource_based(...)"
+            "pool.Worker; use a FixedSizeSlotSupplier, a ResourceBasedSlotSupplier or a "
+            "temporalio.worker.CustomSlotSupplier subclass"
         )
     if max_concurrent_activities is not None:
         if max_concurrent_activities < 1:
@@ -132,6 +141,27 @@ def _activity_slots(max_concurrent_activities: int | None, tuner: WorkerTuner | 
             )
         return Slots(max_concurrent_activities)
     return Slots(_DEFAULT_SLOTS)
+
+
+def _warn_if_threads_fewer_than_slots(
+    activity_executor: object, max_concurrent_activities: int | None, tuner: WorkerTuner | None
+) -> None:
+    """Stock's warning, for a thread pool only: tasks beyond its threads wait in it.
+
+    The process path needs none: it polls only for tasks a child can start.
+    """
+    if not isinstance(activity_executor, concurrent.futures.ThreadPoolExecutor):
+        return
+    slots = max_concurrent_activities
+    if tuner is not None and tuner._get_activities_max():
+        slots = tuner._get_activities_max()
+    max_workers = activity_executor._max_workers
+    if max_workers < (slots or 0):
+        warnings.warn(
+            f"Worker max_concurrent_activities is {slots} "
+            f"but activity_executor's max_workers is only {max_workers}",
+            stacklevel=4,  # the caller of Worker(...)
+        )
 
 
 def _plan_activities(
@@ -381,6 +411,8 @@ class Worker:
                 "max_concurrent_local_activities, or max_concurrent_nexus_tasks when also "
                 "specifying tuner"
             )
+        check_create(client)
+        self._created_in = os.getpid()
         if isinstance(o.activity_executor, ProcessPool) and o.pool_config is not None:
             raise WorkerConfigError("pool_config goes to the ProcessPool itself, not both")
         dc = client.data_converter
@@ -404,6 +436,10 @@ class Worker:
         self._async_exiting = False
 
         # -- activity side (ours) --
+        if o.activities:
+            _warn_if_threads_fewer_than_slots(
+                o.activity_executor, o.max_concurrent_activities, o.tuner
+            )
         self._activity_side: _ActivitySide | None = None
         remote = bool(o.activities) and not o.no_remote_activities
         if remote:
@@ -412,7 +448,13 @@ class Worker:
                 o.activity_executor,
                 o.processes,
                 o.pool_config,
-                _activity_slots(o.max_concurrent_activities, o.tuner),
+                _activity_slots(
+                    o.max_concurrent_activities,
+                    o.tuner,
+                    lambda: ReserveContext.for_worker(
+                        o.task_queue, o.identity or client.identity, o.build_id, o.deployment_config
+                    ),
+                ),
                 _poller_count(
                     o.max_concurrent_activity_task_polls, o.activity_task_poller_behavior
                 ),
@@ -473,15 +515,14 @@ class Worker:
                     local_executor = self._local_executor
             inner_tuner = o.tuner
             if o.tuner is not None:
-                supplier = o.tuner._get_activity_task_slot_supplier()
-                if not isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
-                    # The inner worker polls no activities: give it a harmless one.
-                    inner_tuner = WorkerTuner.create_composite(
-                        workflow_supplier=o.tuner._get_workflow_task_slot_supplier(),
-                        activity_supplier=temporalio.worker.FixedSizeSlotSupplier(1),
-                        local_activity_supplier=o.tuner._get_local_activity_task_slot_supplier(),
-                        nexus_supplier=o.tuner._get_nexus_slot_supplier(),
-                    )
+                # The inner worker polls no activities: give it a harmless supplier (and
+                # no second max_workers warning).
+                inner_tuner = WorkerTuner.create_composite(
+                    workflow_supplier=o.tuner._get_workflow_task_slot_supplier(),
+                    activity_supplier=temporalio.worker.FixedSizeSlotSupplier(1),
+                    local_activity_supplier=o.tuner._get_local_activity_task_slot_supplier(),
+                    nexus_supplier=o.tuner._get_nexus_slot_supplier(),
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._inner = temporalio.worker.Worker(
@@ -630,6 +671,7 @@ class Worker:
         """Run until :meth:`shutdown`; raises the fatal error if the worker fails.
 
         Each plugin's ``run_worker`` wraps the run, the first plugin outermost."""
+        check_use(self._created_in)
         if self._started:
             raise RuntimeError("Already started")
         self._started = True
@@ -1004,7 +1046,7 @@ class _ActivitySide:
         """sdk-core's gauges (pollers in flight, slots), sampled every second."""
         assert self.poller is not None and self.metrics is not None
         while True:
-            self.metrics.sample(self.poller.polling, self.slots.used, self.slots.size)
+            self.metrics.sample(self.poller.polling, self.slots.used, self.slots.free)
             await asyncio.sleep(_METRICS_SAMPLE_INTERVAL)
 
     async def shutdown(self, graceful: float) -> None:
