@@ -15,8 +15,8 @@ cancelled, time out and be recycled without taking the worker down.
 
 from ._config import PoolConfig
 from ._errors import (
-    ChildBrokenError,
     ChildProcessDied,
+    ChildStartError,
     CrashLoopError,
     PoolError,
     SharedStateLostError,
@@ -45,10 +45,10 @@ __all__ = [
     "PoolMetrics",
     "serve_metrics",
     # errors
-    "ChildBrokenError",
     "ChildKilled",
     "ChildMemoryExceeded",
     "ChildProcessDied",
+    "ChildStartError",
     "CrashLoopError",
     "PoolError",
     "SharedStateLostError",

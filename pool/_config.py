@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from ._errors import WorkerConfigError
 
-__all__ = ["PoolConfig"]
+__all__ = ["PoolConfig", "config_from_executor"]
 
 StartMethod = Literal["forkserver", "spawn"]
 
@@ -79,10 +81,31 @@ class PoolConfig:
     """Added to start-to-close and heartbeat timeouts before the worker gives up
     on an attempt locally (sdk-core uses 5 s)."""
 
+    initializer: Callable[..., object] | None = None
+    """Called as ``initializer(*initargs)`` in every child before its first task, as
+    in ``concurrent.futures.ProcessPoolExecutor`` (open connections, load a model,
+    set up logging); what it stores in module globals the activities see. Sent to the
+    children with cloudpickle. If it raises, the child fails to start
+    (:class:`pool.ChildStartError`)."""
+
+    initargs: tuple[Any, ...] = ()
+    """Arguments for ``initializer``."""
+
     crash_loop_max_deaths: int = 10
     crash_loop_window: timedelta | float = timedelta(seconds=60)
-    """More than ``crash_loop_max_deaths`` unexpected child deaths within
-    ``crash_loop_window`` is a worker fatal error."""
+    """More than ``crash_loop_max_deaths`` replacement children failing before they are
+    ready within ``crash_loop_window`` is a worker fatal error (``CrashLoopError``,
+    caused by the last ``ChildStartError``): no child could ever run a task. At start
+    the first such failure is fatal. Children that die after they were ready (a crash
+    or kill in a task, the OOM killer) never stop the worker: their tasks fail
+    retryably, and ``respawn_backoff`` slows their replacement."""
+
+    respawn_backoff: timedelta | float = timedelta(milliseconds=100)
+    respawn_backoff_max: timedelta | float = timedelta(seconds=2)
+    """A child that died is replaced at once; when more died within
+    ``crash_loop_window``, the n-th replacement waits ``respawn_backoff * 2**(n-2)``,
+    at most ``respawn_backoff_max`` (logged, and counted in
+    ``PoolSnapshot.respawns_delayed``)."""
 
     start_timeout: timedelta | float = timedelta(seconds=60)
     """How long a new child may take to report ready."""
@@ -113,6 +136,12 @@ class PoolConfig:
             )
         if self.prefetch < 0:
             raise WorkerConfigError(f"prefetch must be 0 or more, got {self.prefetch}")
+        if self.initializer is not None and not callable(self.initializer):
+            raise WorkerConfigError(
+                f"initializer must be callable, got {type(self.initializer).__name__}"
+            )
+        if not isinstance(self.initargs, tuple):
+            raise WorkerConfigError(f"initargs must be a tuple, got {type(self.initargs).__name__}")
         if self.crash_loop_max_deaths < 1:
             raise WorkerConfigError("crash_loop_max_deaths must be at least 1")
         for name in (
@@ -121,6 +150,8 @@ class PoolConfig:
             "kill_escalation",
             "local_timeout_buffer",
             "crash_loop_window",
+            "respawn_backoff",
+            "respawn_backoff_max",
             "start_timeout",
         ):
             if _seconds(getattr(self, name)) < 0:
@@ -136,3 +167,60 @@ class PoolConfig:
 
     def with_processes(self, processes: int | None) -> PoolConfig:
         return self if processes is None else replace(self, processes=processes)
+
+
+# The ProcessPoolExecutor attributes read (private in concurrent.futures, stable since
+# Python 3.11, where max_tasks_per_child arrived), and the PoolConfig field each sets.
+_EXECUTOR_OPTIONS = (
+    ("_initializer", "initializer"),
+    ("_initargs", "initargs"),
+    ("_max_tasks_per_child", "max_tasks_per_child"),
+)
+
+
+def config_from_executor(
+    executor: concurrent.futures.ProcessPoolExecutor, config: PoolConfig | None
+) -> tuple[PoolConfig, list[str]]:
+    """A stock executor's ``initializer``, ``initargs``, ``max_tasks_per_child`` and
+    ``mp_context`` as :class:`PoolConfig` fields over ``config``; and what was taken,
+    in words, for the log. An option that ``config`` also sets to something else is
+    a :class:`WorkerConfigError` naming both."""
+    taken: dict[str, Any] = {}
+    initializer = getattr(executor, "_initializer", None)
+    for attribute, name in _EXECUTOR_OPTIONS:
+        value = getattr(executor, attribute, None)
+        if name == "initargs":
+            value = tuple(value or ()) if initializer is not None else None
+        if value is not None:
+            taken[name] = value
+    notes = []
+    method = _start_method_of(getattr(executor, "_mp_context", None))
+    if method == "fork":
+        notes.append(
+            "its 'fork' start method is replaced by 'forkserver' (a plain fork of a "
+            "process running gRPC is unsafe)"
+        )
+    elif method is not None:
+        taken["start_method"] = method
+    base = config or PoolConfig()
+    default = PoolConfig()
+    for name, value in taken.items():
+        ours = getattr(base, name)
+        if ours != getattr(default, name) and ours != value:
+            raise WorkerConfigError(
+                f"activity_executor (a ProcessPoolExecutor) sets {name}={value!r} and "
+                f"pool_config sets {name}={ours!r}: set it in one of the two"
+            )
+    words = [
+        f"{k}={v!r}" if k != "initializer" else f"initializer={_name(v)}" for k, v in taken.items()
+    ]
+    return replace(base, **taken), words + notes
+
+
+def _start_method_of(context: Any) -> str | None:
+    get = getattr(context, "get_start_method", None)
+    return get() if get is not None else None
+
+
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", fn))

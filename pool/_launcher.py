@@ -999,9 +999,9 @@ def _banner(args: argparse.Namespace, conn: Connection, found: Discovered, worke
 
 
 def _worker_failure(err: BaseException) -> LaunchError:
-    from ._errors import ChildBrokenError, WorkerConfigError
+    from ._errors import ChildStartError, WorkerConfigError
 
-    if isinstance(err, (WorkerConfigError, ChildBrokenError)):
+    if isinstance(err, (WorkerConfigError, ChildStartError)):
         return LaunchError(EXIT_CONFIG, one_line(err))
     return LaunchError(EXIT_FATAL, f"the worker stopped: {type(err).__name__}: {one_line(err)}")
 
