@@ -669,7 +669,8 @@ class Worker:
                 await self.run()
             except BaseException as err:
                 self._async_context_error = err
-                if not self._async_exiting:
+                # Before ready, __aenter__ is waiting on this task and raises err itself.
+                if self._ready.is_set() and not self._async_exiting:
                     current.cancel()
 
         self._async_context_run = asyncio.create_task(run())
