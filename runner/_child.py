@@ -256,7 +256,8 @@ class _Child:
         self._early_cancels: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._main_ident = threading.get_ident()
-        self._shipper = _Shipper(None, self._heartbeat_failed)
+        # A manager proxy: rebuilt only now, once the authkeys are set.
+        self._shipper = _Shipper(loads(spec.heartbeat_sender), self._heartbeat_failed)
         self.writer = writer
 
     # -- set-up ---------------------------------------------------------------
@@ -264,7 +265,6 @@ class _Child:
     def load(self) -> None:
         """Rebuild what the parent sent; then run the initializer, as the stock
         ``ProcessPoolExecutor`` does before a child's first task."""
-        self._shipper = _Shipper(loads(self._spec.heartbeat_sender), self._heartbeat_failed)
         self._activities = loads(self._spec.activities)
         self._converter = loads(self._spec.converter)
         # Narrowing the converter per task costs ~9 us; skip it when narrowing gives

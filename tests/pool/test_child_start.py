@@ -65,21 +65,25 @@ class _Pool:
 # -- the stock documented setup: ProcessPoolExecutor + a stdlib Manager -------------------
 
 
-async def test_the_stdlib_manager_carries_heartbeats_and_cancellation(client, task_queue, tmp_path):
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_the_stdlib_manager_carries_heartbeats_and_cancellation(
+    client, task_queue, tmp_path, start_method
+):
     notes = str(tmp_path / "notes.jsonl")
     manager = multiprocessing.Manager()
+    stock = temporalio.worker.SharedStateManager.create_from_multiprocessing(manager)
+    context = multiprocessing.get_context(start_method)
     try:
-        with concurrent.futures.ProcessPoolExecutor(2) as executor:
+        with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as executor:
             async with pool.Worker(
                 client,
                 task_queue=task_queue,
                 activities=[H.heartbeat_until_cancelled],
                 workflows=[H.CancelAfterSignal],
                 activity_executor=executor,
-                shared_state_manager=temporalio.worker.SharedStateManager.create_from_multiprocessing(
-                    manager
-                ),
+                shared_state_manager=stock,
             ) as worker:
+                assert worker.process_pool.config.start_method == start_method
                 handle = await client.start_workflow(
                     H.CancelAfterSignal.run,
                     args=["heartbeat_until_cancelled", ["uncaught", notes]],
