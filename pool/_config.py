@@ -169,15 +169,6 @@ class PoolConfig:
         return self if processes is None else replace(self, processes=processes)
 
 
-# The ProcessPoolExecutor attributes read (private in concurrent.futures, stable since
-# Python 3.11, where max_tasks_per_child arrived), and the PoolConfig field each sets.
-_EXECUTOR_OPTIONS = (
-    ("_initializer", "initializer"),
-    ("_initargs", "initargs"),
-    ("_max_tasks_per_child", "max_tasks_per_child"),
-)
-
-
 def config_from_executor(
     executor: concurrent.futures.ProcessPoolExecutor, config: PoolConfig | None
 ) -> tuple[PoolConfig, list[str]]:
@@ -185,23 +176,7 @@ def config_from_executor(
     ``mp_context`` as :class:`PoolConfig` fields over ``config``; and what was taken,
     in words, for the log. An option that ``config`` also sets to something else is
     a :class:`WorkerConfigError` naming both."""
-    taken: dict[str, Any] = {}
-    initializer = getattr(executor, "_initializer", None)
-    for attribute, name in _EXECUTOR_OPTIONS:
-        value = getattr(executor, attribute, None)
-        if name == "initargs":
-            value = tuple(value or ()) if initializer is not None else None
-        if value is not None:
-            taken[name] = value
-    notes = []
-    method = _start_method_of(getattr(executor, "_mp_context", None))
-    if method == "fork":
-        notes.append(
-            "its 'fork' start method is replaced by 'forkserver' (a plain fork of a "
-            "process running gRPC is unsafe)"
-        )
-    elif method is not None:
-        taken["start_method"] = method
+    taken, notes = _executor_options(executor)
     base = config or PoolConfig()
     default = PoolConfig()
     for name, value in taken.items():
@@ -211,16 +186,38 @@ def config_from_executor(
                 f"activity_executor (a ProcessPoolExecutor) sets {name}={value!r} and "
                 f"pool_config sets {name}={ours!r}: set it in one of the two"
             )
-    words = [
-        f"{k}={v!r}" if k != "initializer" else f"initializer={_name(v)}" for k, v in taken.items()
-    ]
+    words = [f"{name}={_short(value)}" for name, value in taken.items()]
     return replace(base, **taken), words + notes
 
 
-def _start_method_of(context: Any) -> str | None:
-    get = getattr(context, "get_start_method", None)
-    return get() if get is not None else None
+def _executor_options(
+    executor: concurrent.futures.ProcessPoolExecutor,
+) -> tuple[dict[str, Any], list[str]]:
+    """What the executor was given, read off its private attributes (stable since
+    Python 3.11, where ``max_tasks_per_child`` arrived), as PoolConfig fields."""
+    options: dict[str, Any] = {}
+    notes = []
+    initializer = getattr(executor, "_initializer", None)
+    if initializer is not None:
+        options["initializer"] = initializer
+        options["initargs"] = tuple(getattr(executor, "_initargs", None) or ())
+    max_tasks = getattr(executor, "_max_tasks_per_child", None)
+    if max_tasks is not None:
+        options["max_tasks_per_child"] = max_tasks
+    context = getattr(executor, "_mp_context", None)
+    method = context.get_start_method() if context is not None else None
+    if method == "fork":
+        # Also the default context on Linux before Python 3.14.
+        notes.append(
+            "its 'fork' start method becomes 'forkserver' (a plain fork of a process "
+            "running gRPC is unsafe)"
+        )
+    elif method is not None:
+        options["start_method"] = method
+    return options, notes
 
 
-def _name(fn: Any) -> str:
-    return str(getattr(fn, "__qualname__", fn))
+def _short(value: Any) -> str:
+    """A function by its name, anything else by its repr."""
+    name = getattr(value, "__qualname__", None) if callable(value) else None
+    return str(name) if name is not None else repr(value)

@@ -202,7 +202,7 @@ def test_executor_fork_context_is_replaced_by_forkserver(client, caplog):
         client, task_queue="unused", activities=[S.child_pid], activity_executor=executor
     )
     assert worker.process_pool.config.start_method == "forkserver"
-    assert "'fork' start method is replaced by 'forkserver'" in caplog.text
+    assert "'fork' start method becomes 'forkserver'" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -92,14 +92,15 @@ async def test_children_dying_in_tasks_never_stop_the_worker(client, task_queue)
     ) as worker:
         attempt = await client.execute_workflow(
             B.RunBounded.run,
-            args=["exits_until_attempt", [6], 30, 0],
+            args=["exits_until_attempt", [21], 30, 0],
             id=workflow_id(),
             task_queue=task_queue,
         )
-        assert attempt == 6
+        assert attempt == 21  # after 20 deaths in a row, with crash_loop_max_deaths=2
         assert worker.is_running
         snapshot = worker.process_pool.snapshot()
-        assert (snapshot.deaths, snapshot.start_failures) == (5, 0)
+        assert (snapshot.deaths, snapshot.start_failures) == (20, 0)
+        assert snapshot.respawns_delayed == 19
 
 
 async def test_children_ignore_sigint(client, task_queue):
