@@ -17,6 +17,7 @@ from ._config import PoolConfig
 from ._errors import (
     ChildProcessDied,
     ChildStartError,
+    ChildTraceback,
     CrashLoopError,
     PoolError,
     SharedStateLostError,
@@ -49,6 +50,7 @@ __all__ = [
     "ChildMemoryExceeded",
     "ChildProcessDied",
     "ChildStartError",
+    "ChildTraceback",
     "CrashLoopError",
     "PoolError",
     "SharedStateLostError",

@@ -8,6 +8,7 @@ import signal
 __all__ = [
     "ChildProcessDied",
     "ChildStartError",
+    "ChildTraceback",
     "CrashLoopError",
     "PoolError",
     "SharedStateLostError",
@@ -90,13 +91,27 @@ class ChildProcessDied(PoolError):
         super().__init__(f"Child process {pid} died{what}; {describe_exit(exitcode)}")
 
 
+class ChildTraceback(Exception):
+    """The traceback of an error raised in a child, as the cause of its copy here
+    (``concurrent.futures`` does the same for a ``ProcessPoolExecutor``)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\nTraceback in the child:\n{self.text}"""'
+
+
 class ChildStartError(PoolError):
     """A child failed before it was ready: its activities or data converter could not
     be loaded, the heartbeat channel refused it, or the initializer raised.
 
     Carries the child's own exception (``error_type``, ``error_message``) and its
-    ``child_traceback``; ``None`` for all three when the child died without saying
-    why (a signal, or an error before the pool's code ran: see its stderr).
+    ``child_traceback`` (also its ``__cause__``, a :class:`ChildTraceback`, so a
+    printed traceback shows the child's); ``None`` for all three when the child died
+    without saying why (a signal, or an error before the pool's code ran: see its
+    stderr).
     """
 
     def __init__(
@@ -122,10 +137,9 @@ class ChildStartError(PoolError):
         else:
             what = f"it died ({_describe_start_exit(exitcode)})"
             hint = "Its stderr (above) may say why"
-        text = f"Child process {pid} failed before it was ready: {what}. {hint}."
+        super().__init__(f"Child process {pid} failed before it was ready: {what}. {hint}.")
         if child_traceback:
-            text += f"\n\nTraceback in the child:\n{child_traceback.rstrip()}"
-        super().__init__(text)
+            self.__cause__ = ChildTraceback(child_traceback)
 
 
 def _describe_start_exit(exitcode: int | None) -> str:
@@ -147,7 +161,7 @@ class CrashLoopError(PoolError):
         super().__init__(
             f"Crash loop: {failures} child processes failed to start within {window:g} s "
             "(the limit set by crash_loop_max_deaths / crash_loop_window); the last: "
-            f"{str(last).splitlines()[0]} The worker stops, as no child can run a task. "
+            f"{last} The worker stops, as no child can run a task. "
             "Fix the cause or raise the limit."
         )
 

@@ -276,6 +276,7 @@ class ProcessPool:
         self._deaths: collections.deque[float] = collections.deque()  # of ready children
         self._start_failures: collections.deque[float] = collections.deque()
         self._start_error: ChildStartError | None = None  # at start: fatal at once
+        self._last_start_failure: tuple[str | None, str | None] | None = None  # logged
         self._respawns: dict[int, asyncio.TimerHandle] = {}  # index -> delayed respawn
         self._respawn_delay_seconds = 0.0
         self._closing = False
@@ -804,9 +805,11 @@ class ProcessPool:
         if not self._up:
             if self._start_error is None:
                 self._start_error = error  # start() raises it; later ones say the same
+                self._log_start_failure(error)
             return
         self._stats["start_failures"] += 1
         self._start_failures.append(now)
+        self._log_start_failure(error)
         if is_crash_loop(self._start_failures, now, self.config):
             crash = CrashLoopError(
                 len(self._start_failures), self.config.seconds("crash_loop_window"), error
@@ -814,8 +817,16 @@ class ProcessPool:
             crash.__cause__ = error
             self._on_fatal(crash)
             return
-        logger.error("%s", error)
         self._respawn_after(child.index, len(self._start_failures), "failed to start")
+
+    def _log_start_failure(self, error: ChildStartError) -> None:
+        """Log a start failure; the child's traceback only when it says something new."""
+        said = (error.error_type, error.error_message)
+        if error.child_traceback and said != self._last_start_failure:
+            logger.error("%s\nTraceback in the child:\n%s", error, error.child_traceback.rstrip())
+        else:
+            logger.error("%s", error)
+        self._last_start_failure = said
 
     def _respawn_after(self, index: int, deaths: int, what: str) -> None:
         """Replace the child at ``index`` after the backoff for ``deaths`` recent deaths."""

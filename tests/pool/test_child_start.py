@@ -124,9 +124,12 @@ async def test_an_initializer_that_raises_fails_the_worker_once(client, task_que
     assert (err.error_type, err.error_message) == ("RuntimeError", "no database here")
     assert "in fail_to_initialize" in err.child_traceback
     assert str(err).startswith(f"Child process {err.pid} failed before it was ready: RuntimeError")
-    assert "Traceback in the child:" in str(err)
+    assert isinstance(err.__cause__, pool.ChildTraceback)  # printed with the error
+    assert err.__cause__.text == err.child_traceback
     assert worker.process_pool.snapshot().starts == 2  # no replacement was tried
-    assert not [r for r in caplog.records if "died" in r.getMessage()]
+    # Reported once: one record with the child's traceback, none blaming an activity.
+    [record] = [r for r in caplog.records if r.name == "pool.supervisor"]
+    assert record.levelname == "ERROR" and "in fail_to_initialize" in record.getMessage()
 
 
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
