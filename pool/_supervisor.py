@@ -5,8 +5,9 @@
     cancel()  ──▶ control pipe (+ a kill timer: cancel_grace, then SIGTERM, SIGKILL)
     sentinel readable ──▶ the child died: fail its task, start a replacement (at
                           once, or after a backoff when children keep dying)
-    died before ready ──▶ a start failure (ChildStartError): fatal at start; for a
-                          replacement, counted towards the crash loop
+    failed before ready ─▶ a start failure (ChildStartError): fatal at start; for a
+                          replacement, counted towards the crash loop (a child
+                          killed from outside while starting is just a death)
     memory monitor ──▶ psutil RSS: recycle after the task, or kill over the hard limit
 
 Everything runs on the worker's asyncio loop: pipes and process sentinels are
@@ -205,6 +206,23 @@ def recent(deaths: collections.deque[float], now: float, config: PoolConfig) -> 
 def is_crash_loop(failures: collections.deque[float], now: float, config: PoolConfig) -> bool:
     """True when too many start failures fall within the window (older ones dropped)."""
     return recent(failures, now, config) > config.crash_loop_max_deaths
+
+
+# Signals by which a child's own native code ends it: a crash during start-up (say,
+# importing a broken C extension) will happen again in every replacement.
+_CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+)
+
+
+def is_start_failure(reported: bool, exitcode: int | None) -> bool:
+    """Whether a child that died before it was ready says that no child can start:
+    it reported an error, exited by itself, or crashed in native code. Killed from
+    outside (SIGKILL, SIGTERM: the OOM killer, an operator) it says nothing of the
+    next one."""
+    if reported or (exitcode is not None and exitcode > 0):
+        return True
+    return exitcode is not None and -exitcode in _CRASH_SIGNALS
 
 
 def respawn_delay(deaths: int, config: PoolConfig) -> float:
@@ -753,13 +771,18 @@ class ProcessPool:
         was = child.state
         self._bury(child)
         expected = was is _State.STOPPING or child.kill_reason is not None or self._closing
-        if not expected and was is not _State.STARTING:
+        start_failure = (
+            not expected
+            and was is _State.STARTING
+            and is_start_failure(child.start_error is not None, exitcode)
+        )
+        if not expected and not start_failure:
             self._stats["deaths"] += 1
             logger.warning(
-                "Child process %d died (%s)%s",
+                "Child process %d died (%s) %s",
                 child.pid,
                 describe_exit(exitcode),
-                f" while running {child.task.activity_type!r}" if child.task else " while idle",
+                _doing(child, was),
             )
         future = child.future
         if future is not None and not future.done():
@@ -774,7 +797,7 @@ class ProcessPool:
         if not self._closing:
             now = time.monotonic()
             self._died_at[child.index] = now
-            if was is _State.STARTING:
+            if start_failure:
                 self._on_start_failure(child, exitcode, now)
             elif expected:
                 self._respawn(child.index)
@@ -799,8 +822,9 @@ class ProcessPool:
                 conn.close()
 
     def _on_start_failure(self, child: _Child, exitcode: int | None, now: float) -> None:
-        """A child died before it was ready: fatal at start (no child will ever be
-        ready); for a replacement, counted towards the crash loop."""
+        """A child failed before it was ready (:func:`is_start_failure`): fatal at
+        start (no child will ever be ready); for a replacement, counted towards the
+        crash loop."""
         error = child.start_error or ChildStartError(child.pid, exitcode=exitcode)
         if not self._up:
             if self._start_error is None:
@@ -932,6 +956,12 @@ def _emit_child_record(fields: dict[str, Any]) -> None:
     target = logging.getLogger(record.name)
     if target.isEnabledFor(record.levelno):
         target.handle(record)
+
+
+def _doing(child: _Child, was: _State) -> str:
+    if child.task is not None:
+        return f"while running {child.task.activity_type!r}"
+    return "before it was ready" if was is _State.STARTING else "while idle"
 
 
 def _index(child: _Child) -> int:

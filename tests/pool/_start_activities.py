@@ -45,3 +45,11 @@ def exits_until_attempt(last: int) -> int:
     if attempt < last:
         os._exit(3)
     return attempt
+
+
+def block_while_fifo_exists(path: str) -> None:
+    """Initializes at once, except while ``path`` exists (a FIFO no one writes to):
+    then opening it blocks, and the child stays starting until it is killed."""
+    if os.path.exists(path):
+        with open(path, "rb"):
+            pass

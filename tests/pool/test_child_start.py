@@ -282,6 +282,34 @@ async def test_replacements_that_fail_to_start_stop_the_worker(client, task_queu
     assert (snapshot.deaths, snapshot.start_failures) == (1, 3)
 
 
+async def test_a_child_killed_while_starting_is_a_death_not_a_start_failure(tmp_path):
+    fifo = tmp_path / "hold"
+    async with _Pool(
+        initializer=S.block_while_fifo_exists,
+        initargs=(str(fifo),),
+        crash_loop_max_deaths=1,
+        **FAST_BACKOFF,
+    ) as p:
+        os.mkfifo(fifo)  # from now on a new child stays starting
+        killed = []
+
+        def starting_child() -> int | None:
+            [child] = p.pool.snapshot().children
+            return child.pid if child.state == "starting" and child.pid not in killed else None
+
+        for _ in range(3):  # the ready child, then two replacements while they start
+            [pid] = p.pool.pids
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            await async_assert_eventually(starting_child)
+        fifo.unlink()
+        os.kill(starting_child(), signal.SIGKILL)
+        assert await p.run("child_pid") not in killed
+        snapshot = p.pool.snapshot()
+    assert p.fatal == []
+    assert (snapshot.deaths, snapshot.start_failures) == (4, 0)
+
+
 async def test_repeated_deaths_back_off_the_respawn(caplog):
     async with _Pool(respawn_backoff=0.2, respawn_backoff_max=0.4) as p:
         for _ in range(4):
