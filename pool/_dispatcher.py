@@ -49,7 +49,7 @@ from temporalio.api.workflowservice.v1 import (
 from runner import RunTask, TaskDone, _context
 
 from ._codec import encode_payloads
-from ._errors import ChildProcessDied
+from ._errors import ChildProcessDied, ChildTraceback
 from ._heartbeats import HeartbeatManager, throttle_interval
 from ._interceptors import Innermost, Outbound, build_chain
 from ._poller import Slots
@@ -162,18 +162,6 @@ def cancel_outcome(details: Details) -> tuple[str, BaseException | None]:
             non_retryable=False,
         )
     return "failed", temporalio.exceptions.ApplicationError("Activity was cancelled")
-
-
-class ChildTraceback(Exception):
-    """The traceback of an error raised in a child, as the cause of its copy here
-    (``concurrent.futures`` does the same for a ``ProcessPoolExecutor``)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\nTraceback in the child:\n{self.text}"""'
 
 
 def _decode_failure(data: bytes, dc: temporalio.converter.DataConverter) -> BaseException:

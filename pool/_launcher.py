@@ -347,6 +347,19 @@ def _add_run_parser(sub: Any) -> None:
         "(default: 5)",
     )
     r.add_argument(
+        "--crash-loop-max-deaths",
+        type=int,
+        metavar="N",
+        help="stop the worker when more than N replacement children fail before they are "
+        "ready within --crash-loop-window (default: 10); children dying in tasks never stop it",
+    )
+    r.add_argument(
+        "--crash-loop-window",
+        type=float,
+        metavar="SECONDS",
+        help="the window of --crash-loop-max-deaths and of the respawn backoff (default: 60)",
+    )
+    r.add_argument(
         "--prefetch",
         type=int,
         metavar="N",
@@ -554,6 +567,7 @@ def check_run_args(args: argparse.Namespace) -> None:
         ("--max-tasks-per-child", args.max_tasks_per_child),
         ("--max-memory-per-child", args.max_memory_per_child),
         ("--hard-memory-per-child", args.hard_memory_per_child),
+        ("--crash-loop-max-deaths", args.crash_loop_max_deaths),
     ):
         hint = f" (leave it out for one per CPU: {cpus} here)" if flag == "--processes" else ""
         _require(
@@ -977,6 +991,10 @@ def _pool_config(args: argparse.Namespace) -> Any:
         options["cancel_grace"] = timedelta(seconds=args.cancel_grace)
     if args.prefetch is not None:
         options["prefetch"] = args.prefetch
+    if args.crash_loop_max_deaths is not None:
+        options["crash_loop_max_deaths"] = args.crash_loop_max_deaths
+    if args.crash_loop_window is not None:
+        options["crash_loop_window"] = timedelta(seconds=args.crash_loop_window)
     if args.lookahead is not None:
         options["lookahead"] = args.lookahead
     try:
@@ -997,6 +1015,8 @@ def _pool_flags_given(args: argparse.Namespace) -> bool:
                 "cancel_grace",
                 "prefetch",
                 "lookahead",
+                "crash_loop_max_deaths",
+                "crash_loop_window",
             )
         )
         or args.start_method != "forkserver"
@@ -1020,9 +1040,9 @@ def _banner(args: argparse.Namespace, conn: Connection, found: Discovered, worke
 
 
 def _worker_failure(err: BaseException) -> LaunchError:
-    from ._errors import ChildBrokenError, WorkerConfigError
+    from ._errors import ChildStartError, WorkerConfigError
 
-    if isinstance(err, (WorkerConfigError, ChildBrokenError)):
+    if isinstance(err, (WorkerConfigError, ChildStartError)):
         return LaunchError(EXIT_CONFIG, one_line(err))
     return LaunchError(EXIT_FATAL, f"the worker stopped: {type(err).__name__}: {one_line(err)}")
 

@@ -13,8 +13,10 @@ everything that costs a system call happens on the helper threads.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -24,6 +26,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import multiprocess
 import temporalio.activity
 import temporalio.api.common.v1
 import temporalio.api.failure.v1
@@ -55,7 +58,7 @@ logger = logging.getLogger("runner")
 
 # Named exit codes, so the parent can say what happened.
 EXIT_PARENT_GONE = 70  # the control pipe closed: the parent died
-EXIT_BROKEN = 71  # the child could not load what it was sent (see ChildBroken)
+EXIT_BROKEN = 71  # the child failed before it was ready (see ChildBroken)
 
 _CANCEL_SIGNAL = signal.SIGUSR1
 
@@ -180,10 +183,10 @@ class _PipeWriter:
         self._fd = conn.fileno()
         self._lock = threading.Lock()
         self._main_ident = threading.main_thread().ident
-        self._raiser = raiser
+        self.raiser = raiser
 
     def send(self, data: bytes) -> None:
-        block = self._raiser.armed and threading.get_ident() == self._main_ident
+        block = self.raiser.armed and threading.get_ident() == self._main_ident
         if block:
             signal.pthread_sigmask(signal.SIG_BLOCK, {_CANCEL_SIGNAL})
         try:
@@ -233,7 +236,9 @@ class _PipeLogHandler(logging.Handler):
 
 
 class _Child:
-    def __init__(self, spec: ChildSpec, task_conn: Any, ctrl_conn: Any) -> None:
+    def __init__(
+        self, spec: ChildSpec, task_conn: Any, ctrl_conn: Any, writer: _PipeWriter
+    ) -> None:
         self._spec = spec
         self._task_conn = task_conn
         self._ctrl_conn = ctrl_conn
@@ -246,17 +251,20 @@ class _Child:
         # reach the next.
         self._cancelled = threading.Event()
         self._contexts = _context.ChildContexts(self._cancelled, self._shutdown_event)
-        self._raiser = _context.CancelRaiser()
+        self._raiser = writer.raiser
         self._current: _Current | None = None
         self._early_cancels: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._main_ident = threading.get_ident()
-        self._shipper = _Shipper(spec.heartbeat_sender, self._heartbeat_failed)
-        self.writer = _PipeWriter(task_conn, self._raiser)
+        # A manager proxy: rebuilt only now, once the authkeys are set.
+        self._shipper = _Shipper(loads(spec.heartbeat_sender), self._heartbeat_failed)
+        self.writer = writer
 
     # -- set-up ---------------------------------------------------------------
 
     def load(self) -> None:
+        """Rebuild what the parent sent; then run the initializer, as the stock
+        ``ProcessPoolExecutor`` does before a child's first task."""
         self._activities = loads(self._spec.activities)
         self._converter = loads(self._spec.converter)
         # Narrowing the converter per task costs ~9 us; skip it when narrowing gives
@@ -271,6 +279,9 @@ class _Child:
             is_local=False,
         )
         self._contextual = self._converter.with_context(probe) is not self._converter
+        if self._spec.initializer is not None:
+            initializer, initargs = loads(self._spec.initializer)
+            initializer(*initargs)
 
     def install_signals(self) -> None:
         # A terminal Ctrl-C reaches the whole process group: the parent decides.
@@ -536,25 +547,63 @@ def _unpicklable_result(
     )
 
 
-def child_main(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any) -> None:
-    """Entry point of a child process (the target of ``Process``)."""
-    _die_with_parent()
-    spec: ChildSpec = loads(spec_bytes)
-    child = _Child(spec, task_conn, ctrl_conn)
-    # Every record goes to the parent's handlers (and is printed once, there).
+def _adopt_authkeys(authkeys: tuple[bytes, bytes]) -> None:
+    """Take the parent's process authkeys (stdlib ``multiprocessing``, ``multiprocess``),
+    as a stock ``ProcessPoolExecutor`` child has the first: manager proxies sent to
+    this child authenticate with them."""
+    stdlib_key, multiprocess_key = authkeys
+    multiprocessing.current_process().authkey = stdlib_key
+    multiprocess.current_process().authkey = multiprocess_key
+
+
+def _log_to_parent(writer: _PipeWriter, level: int) -> None:
+    """Every record goes to the parent's handlers (and is printed once, there)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(_PipeLogHandler(child.writer))
-    root.setLevel(spec.log_level)
+    root.addHandler(_PipeLogHandler(writer))
+    root.setLevel(level)
+
+
+def _start(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any, writer: _PipeWriter) -> _Child:
+    """Everything before ``ChildReady``: whatever fails here is a start failure."""
+    spec: ChildSpec = loads(spec_bytes)
+    _adopt_authkeys(spec.authkeys)
+    _log_to_parent(writer, spec.log_level)
+    child = _Child(spec, task_conn, ctrl_conn, writer)
     child.install_signals()
     child.listen()
+    child.load()
+    return child
+
+
+def _report_start_failure(writer: _PipeWriter, err: BaseException) -> None:
+    """Tell the parent why this child cannot start: its exception and traceback."""
+    kind = type(err)
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    message = dumps(
+        ChildBroken(
+            pid=os.getpid(),
+            error_type=name,
+            message=str(err),
+            traceback="".join(traceback.format_exception(err)),
+        )
+    )
+    with contextlib.suppress(OSError):
+        writer.send(message)
+
+
+def child_main(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any) -> None:
+    """Entry point of a child process (the target of ``Process``)."""
+    _die_with_parent()
+    writer = _PipeWriter(task_conn, _context.CancelRaiser())
     try:
-        child.load()
+        child = _start(spec_bytes, task_conn, ctrl_conn, writer)
     except BaseException as err:
-        reason = "".join(traceback.format_exception_only(err)).strip()
         try:
-            child.writer.send(dumps(ChildBroken(pid=os.getpid(), reason=reason)))
+            _report_start_failure(writer, err)
         finally:
             os._exit(EXIT_BROKEN)
     child.serve()

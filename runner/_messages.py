@@ -82,9 +82,17 @@ class ChildSpec:
     activities: bytes
     # cloudpickled DataConverter without codec (codecs run in the parent).
     converter: bytes
-    # A picklable temporalio SharedHeartbeatSender (shared_state), or None.
-    heartbeat_sender: Any
+    # A pickled temporalio SharedHeartbeatSender (shared_state), or None. Unpickled
+    # after the authkeys are set: a manager proxy authenticates as it is rebuilt.
+    heartbeat_sender: bytes
     log_level: int
+    # The parent's ``current_process().authkey`` of the stdlib ``multiprocessing`` and of
+    # ``multiprocess``: a stdlib manager's proxies (temporalio's documented
+    # SharedStateManager) authenticate with the stdlib one, which a child started
+    # through ``multiprocess`` would not have.
+    authkeys: tuple[bytes, bytes]
+    # cloudpickled ``(initializer, initargs)``, run once before the first task, or None.
+    initializer: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -164,10 +172,13 @@ class ChildReady:
 
 @dataclass(frozen=True)
 class ChildBroken:
-    """The child could not load its activities or converter; it exits next."""
+    """The child failed before it was ready (its spec, the heartbeat channel, the
+    activities, the converter or the initializer); it exits next."""
 
     pid: int
-    reason: str
+    error_type: str  # the qualified name of the exception's class
+    message: str
+    traceback: str  # formatted in the child
 
 
 @dataclass(frozen=True)
