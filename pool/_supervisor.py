@@ -3,7 +3,8 @@
     reserve() ──▶ an idle child is promised to a poller before it polls
     run(task) ──▶ task pipe ──▶ child ──▶ TaskDone ──▶ future resolved
     cancel()  ──▶ control pipe (+ a kill timer: cancel_grace, then SIGTERM, SIGKILL)
-    sentinel readable ──▶ the child died: fail its task, start a replacement
+    sentinel readable ──▶ the child died: SIGKILL its process group (the activity's
+                          subprocesses), fail its task, start a replacement
     memory monitor ──▶ psutil RSS: recycle after the task, or kill over the hard limit
 
 Everything runs on the worker's asyncio loop: pipes and process sentinels are
@@ -157,6 +158,8 @@ class PoolSnapshot:
     tasks_waited: int = 0
     task_wait_seconds: float = 0.0
     task_wait_max: float = 0.0
+    # Tasks written to a child that had died idle (unnoticed yet), then given to another.
+    tasks_redispatched: int = 0
 
 
 # -- pure decisions ----------------------------------------------------------------
@@ -197,6 +200,7 @@ def preload_modules(activities: Mapping[str, ActivitySpec], extra: tuple[str, ..
     unguarded script would run its whole body in the fork server.
     """
     modules = [
+        "runner._forkserver",  # removes the fork server's socket when it exits
         "runner",
         "shared_state",
         "temporalio.activity",
@@ -286,6 +290,7 @@ class ProcessPool:
             tasks_waited=self._stats["waited"],
             task_wait_seconds=self._wait_seconds,
             task_wait_max=self._wait_max,
+            tasks_redispatched=self._stats["redispatched"],
         )
 
     def __repr__(self) -> str:
@@ -488,10 +493,7 @@ class ProcessPool:
                     f"The arguments of activity {task.activity_type!r} could not be pickled "
                     f"to send them to a child process: {type(err).__name__}: {err}"
                 ) from err
-            if not self._idle:
-                # Promised to a busy child that has not finished yet (lookahead,
-                # prefetch), or a promised child died and its replacement is coming.
-                await self._wait_for_idle()
+            child = await self._deliver(data)
         except BaseException:
             if reserved:
                 self._reserved -= 1
@@ -499,19 +501,43 @@ class ProcessPool:
             raise
         if reserved:
             self._reserved -= 1
-        # The child that finished last: its code and data are still in the CPU caches
-        # (an idle child that waited longer has had them evicted: ~20 us per task).
-        child = self._idle.pop()
         child.state = _State.BUSY
         child.task = task
         child.future = self._loop.create_future()
-        send_frame(child.task_conn.fileno(), data)
         child.started_at = now = self._loop.time()
         child.window = self.lookahead.window(task.activity_type, now)
         if child.window is not None and child.window[0] > now:
             # Already open (a short task): the child backs what it backed while idle.
             child.window_handle = self._loop.call_at(child.window[0], self._notify)
         return child.pid, child.future
+
+    async def _deliver(self, data: bytes) -> _Child:
+        """Write a task to an idle child; the child that took it.
+
+        The child that finished last gets it: its code and data are still in the CPU
+        caches (an idle child that waited longer has had them evicted: ~20 us per task).
+        A child that died idle, its sentinel not handled yet, refuses the write (EPIPE):
+        the task never reached it, so the next idle child (or the replacement) gets it,
+        and ``_on_exit`` logs that death as idle.
+        """
+        while True:
+            if not self._idle:
+                # Promised to a busy child that has not finished yet (lookahead,
+                # prefetch), or a promised child died and its replacement is coming.
+                await self._wait_for_idle()
+            child = self._idle.pop()
+            try:
+                send_frame(child.task_conn.fileno(), data)
+            except OSError as err:
+                self._stats["redispatched"] += 1
+                logger.info(
+                    "Child %d died before it could take a task (%s): giving the task to "
+                    "another child",
+                    child.pid,
+                    type(err).__name__,
+                )
+                continue
+            return child
 
     async def _wait_for_idle(self) -> None:
         self._stats["waited"] += 1
@@ -663,6 +689,7 @@ class ProcessPool:
         assert self._loop is not None
         self._loop.remove_reader(child.process.sentinel)
         self._forget_reader(child)
+        _kill_group(child.pid)
         child.process.join(0)
         exitcode = child.process.exitcode
         was = child.state
@@ -786,6 +813,16 @@ class ProcessPool:
                 continue
             child.peak_rss = max(child.peak_rss, child.rss)
             child.cpu_seconds = times.user + times.system
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL what is left of a dead child's process group (it led one: runner._child).
+
+    A group id stays taken while any process is in the group, so this reaches only the
+    child's leftovers (with spawn, the child is not even reaped yet).
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _emit_child_record(fields: dict[str, Any]) -> None:
