@@ -31,10 +31,18 @@ def start_sleeper(marker: str, then: str) -> int:
     return sleeper.pid
 
 
+def _running(marker: str) -> None:
+    """Write "PID STARTED" to ``marker``: this child, and when the server started the
+    attempt (before the worker received it), as a Unix time."""
+    tmp = Path(f"{marker}.tmp")
+    tmp.write_text(f"{os.getpid()} {activity.info().started_time.timestamp()}")
+    tmp.rename(marker)
+
+
 @activity.defn
 def swallow_cancel(marker: str) -> None:
     """Write ``marker``, then keep running through every CancelledError."""
-    Path(marker).write_text(str(os.getpid()))
+    _running(marker)
     while True:
         try:
             time.sleep(0.01)
@@ -46,7 +54,7 @@ def swallow_cancel(marker: str) -> None:
 def long_c_call(marker: str) -> int:
     """Write ``marker``, then sit in one C call that never checks for signals: the
     cancel signal's handler (and so CancelledError) cannot run until it returns."""
-    Path(marker).write_text(str(os.getpid()))
+    _running(marker)
     return sum(range(10**12))  # the int fast path of sum() loops in C
 
 
