@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import temporalio.client
 
 import pool
@@ -136,8 +137,13 @@ async def test_dev_server_restarted_mid_load(tmp_path, task_queue):
         server.stop()
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 async def test_launcher_sigkilled_leaves_no_descendant_and_no_socket(
-    dev_server: DevServer, client: temporalio.client.Client, task_queue: str, tmp_path: Path
+    start_method: str,
+    dev_server: DevServer,
+    client: temporalio.client.Client,
+    task_queue: str,
+    tmp_path: Path,
 ) -> None:
     """The worker's children, the fork server, the shared state manager, and the
     activity's own subprocesses (grandchildren) all go; nothing is left in TMPDIR."""
@@ -155,6 +161,8 @@ async def test_launcher_sigkilled_leaves_no_descendant_and_no_socket(
             dev_server.address,
             "--processes",
             "2",
+            "--start-method",
+            start_method,
         ],
         env,
     )
@@ -181,7 +189,7 @@ async def test_launcher_sigkilled_leaves_no_descendant_and_no_socket(
         gone = time.monotonic() - killed
         await async_assert_eventually(lambda: not list(tmpdir.rglob("*")), timeout=10)
         print(
-            f"\nlauncher SIGKILL: {len(descendants)} descendants "
+            f"\nlauncher SIGKILL ({start_method}): {len(descendants)} descendants "
             f"({len(sleepers)} grandchildren `sleep 300`) gone {gone:.2f} s later; "
             "0 orphans, 0 files left in TMPDIR"
         )
