@@ -821,6 +821,8 @@ def _kill_group(pid: int) -> None:
     A group id stays taken while any process is in the group, so this reaches only the
     child's leftovers (with spawn, the child is not even reaped yet).
     """
+    if pid <= 0:
+        return  # never killpg(0): that is our own group
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
 
