@@ -104,6 +104,8 @@ def _die_with_parent() -> None:
     long C call that holds the GIL delays it until the call returns.
     """
     signal.signal(_PARENT_DEATH_SIGNAL, _on_parent_death)
+    # A mask inherited from whoever started us must not hold it back.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {_PARENT_DEATH_SIGNAL})
     if not sys.platform.startswith("linux"):
         return
     try:

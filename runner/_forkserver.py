@@ -1,5 +1,6 @@
-"""Imported only by the fork server (the first of its preload modules): when the fork
-server exits, remove the socket it listened on, and its directory once empty.
+"""Imported only by the fork server (the first of its preload modules): ignore SIGHUP,
+and when the fork server exits, remove the socket it listened on, and its directory
+once empty.
 
     worker ──connect──▶ pymp-XXXX/listener-YYYY ──▶ fork server ──fork──▶ children
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 
 from multiprocess import forkserver
 
@@ -37,3 +39,7 @@ def _remove_listener() -> None:
 
 
 atexit.register(_remove_listener)
+# A terminal's hangup reaches the worker's whole process group, the fork server included:
+# the worker decides (the launcher stops gracefully), the fork server must not die first.
+# Children set their own SIGHUP handler (runner._child), so nothing inherits the SIG_IGN.
+signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -4,12 +4,15 @@ SIGHUP on the launcher."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import logging
 import os
 import select
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,10 @@ from temporalio.exceptions import TimeoutError
 from temporalio.testing import ActivityEnvironment
 
 import pool
-from pool._devserver import DevServer
 from runner import ActivitySpec, RunTask
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _fault_activities as F
-from tests.pool.test_launcher import _run_args, launch  # noqa: F401 (a fixture)
+from tests.pool.test_launcher import REPO, _env, _run_args
 
 ACTIVITIES = {
     name: ActivitySpec(fn=getattr(F, name), no_thread_cancel_exception=False)
@@ -185,14 +187,30 @@ async def test_the_core_is_free_within_start_to_close_plus_cancel_grace(
 # -- item 5: SIGHUP on the launcher ----------------------------------------------------------
 
 
-async def test_sighup_stops_the_launcher_gracefully(
-    dev_server: DevServer,
-    task_queue: str,
-    launch: Any,  # noqa: F811 (the fixture)
-) -> None:
-    worker = launch(*_run_args(dev_server, task_queue, "--processes", "1"))
-    await worker.line("pool worker started")
-    worker.signal(signal.SIGHUP)
-    assert await worker.wait() == 0, worker.stderr
-    assert "SIGHUP received: shutting down" in worker.stderr
-    assert "Traceback" not in worker.stderr
+async def test_a_hangup_stops_the_launcher_gracefully(dev_server, task_queue, tmp_path):
+    """SIGHUP to the launcher's whole process group, as a closed terminal sends it: the
+    launcher shuts down as on SIGTERM, logged; the fork server and the shared state
+    manager (in that group too) do not die first."""
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "pool", *_run_args(dev_server, task_queue, "--processes", "2")],
+            cwd=REPO,
+            env=_env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,  # its own group, to hang up on
+        )
+    try:
+        await async_assert_eventually(lambda: "pool worker started" in out.read_text(), timeout=30)
+        os.killpg(launcher.pid, signal.SIGHUP)
+        assert await asyncio.to_thread(launcher.wait, 30) == 0, err.read_text()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    log = err.read_text()
+    assert "SIGHUP received: shutting down" in log
+    assert "worker stopped" in log
+    assert "died" not in log and "Traceback" not in log, log
