@@ -30,6 +30,7 @@ from temporalio.api.workflowservice.v1 import (
 )
 
 from ._errors import PoolError
+from ._sdk_metrics import ActivityMetrics
 from ._service import POLL_DEADLINE, ActivityService, poll_with_retry
 from ._supervisor import ProcessPool
 
@@ -170,8 +171,10 @@ class Poller:
         limiter: RateLimiter | None,
         pool: ProcessPool | None,
         dispatch: Callable[[PollActivityTaskQueueResponse, bool], None],
+        metrics: ActivityMetrics | None = None,
     ) -> None:
         self._service = service
+        self._metrics = metrics
         self._settings = settings
         self.worker_instance_key = settings.worker_instance_key or str(uuid.uuid4())
         self._slots = slots
@@ -183,6 +186,8 @@ class Poller:
         self._loops: list[asyncio.Task[None]] = []
         self.polls = 0
         self.empty_polls = 0
+        # Why the last poll failed; None once a poll answered again (readiness).
+        self.poll_failure: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -258,11 +263,23 @@ class Poller:
                     reserved = True
                 if self._stopping:
                     return
-                response = await poll_with_retry(lambda: self._poll_once(request))
+                response = await poll_with_retry(
+                    lambda: self._poll_once(request), on_failure=self._poll_failed
+                )
+                self.poll_failure = None
                 self.polls += 1
                 if not response.task_token:
                     self.empty_polls += 1
+                    if self._metrics is not None:
+                        self._metrics.poll_no_task()
                     continue
+                if self._metrics is not None:
+                    self._metrics.task_received(
+                        response.activity_type.name,
+                        response.workflow_type.name,
+                        response.started_time.ToDatetime()
+                        - response.current_attempt_scheduled_time.ToDatetime(),
+                    )
                 # Even while stopping: an accepted task is always run and reported.
                 self._dispatch(response, reserved)
                 handed_over = True
@@ -275,6 +292,14 @@ class Poller:
                     if reserved and self._pool is not None:
                         self._pool.unreserve()
                     self._slots.release()
+
+    @property
+    def polling(self) -> int:
+        """Polls in flight now (sdk-core's ``num_pollers``)."""
+        return len(self._calls)
+
+    def _poll_failed(self, reason: str) -> None:
+        self.poll_failure = reason
 
     async def _poll_once(
         self, request: PollActivityTaskQueueRequest

@@ -65,6 +65,7 @@ from ._poller import (
     ResourceTargets,
     Slots,
 )
+from ._sdk_metrics import ActivityMetrics, RequestMetrics
 from ._service import ActivityService, describe_rpc_error
 from ._supervisor import ProcessPool
 
@@ -72,6 +73,8 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger("pool.worker")
 
+# How often the slot and poller gauges of the SDK's metrics are sampled.
+_METRICS_SAMPLE_INTERVAL = 1.0
 _DEFAULT_SLOTS = 100  # the stock worker's default activity slot count
 # Our packages are never workflow code: a workflow module that imports ``pool`` (the
 # smallest program does) gets them passed through the sandbox instead of re-imported
@@ -589,6 +592,33 @@ class Worker:
     def dispatcher(self) -> Dispatcher | None:
         return self._activity_side.dispatcher if self._activity_side else None
 
+    def readiness(self) -> dict[str, str]:
+        """Each readiness check -> ``"ok"`` or what is wrong (``/readyz`` serves this).
+        Call it on the worker's loop: it reads live state."""
+        if self.is_shutdown:
+            worker = "shut down"
+        elif self._shutdown_requested.is_set():
+            worker = "shutting down"
+        elif not self._ready.is_set():
+            worker = "starting"
+        else:
+            worker = "ok"
+        checks = {"worker": worker}
+        side = self._activity_side
+        if side is not None:
+            poller = side.poller
+            if poller is None:
+                checks["polling"] = "not started"
+            elif poller.poll_failure is not None:
+                checks["polling"] = f"activity polls fail: {poller.poll_failure}"
+            else:
+                checks["polling"] = "ok"
+            if side.pool is not None:
+                snapshot = side.pool.snapshot()
+                up = snapshot.idle + snapshot.busy
+                checks["children"] = "ok" if up else f"no child is ready (0 of {snapshot.size})"
+        return checks
+
     def __repr__(self) -> str:
         state = "running" if self.is_running else ("shut down" if self.is_shutdown else "new")
         parts = [f"task_queue={self.task_queue!r}", state]
@@ -800,6 +830,7 @@ class _ActivitySide:
         self.service: ActivityService | None = None
         self.dispatcher: Dispatcher | None = None
         self.poller: Poller | None = None
+        self.metrics: ActivityMetrics | None = None
         self.slots = plan.slots
         self._fatal: asyncio.Future[BaseException] | None = None
         self._poller_task: asyncio.Task[None] | None = None
@@ -841,7 +872,12 @@ class _ActivitySide:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._fatal = loop.create_future()
-        self.service = ActivityService(self._client, self._identity)
+        meter = _runtime(self._client).metric_meter
+        namespace = self._client.namespace
+        self.metrics = ActivityMetrics(meter, namespace, self._task_queue)
+        self.service = ActivityService(
+            self._client, self._identity, interceptors=[RequestMetrics(meter, namespace)]
+        )
         blob_limit = await self._describe_namespace()
         self._dispatch_settings = replace(self._dispatch_settings, blob_size_limit=blob_limit)
         sender = None
@@ -858,8 +894,9 @@ class _ActivitySide:
             thread_executor=self.plan.thread_executor,
             shared_state=self._shared_state,
             release_slot=self.slots.release,
-            metric_meter=_runtime(self._client).metric_meter,
+            metric_meter=meter,
             type_limits=self.plan.type_limits,
+            metrics=self.metrics,
             interceptors=self._interceptors,
             decode_headers=self._client.config()["header_codec_behavior"]
             == temporalio.client.HeaderCodecBehavior.CODEC,
@@ -894,6 +931,7 @@ class _ActivitySide:
             limiter=RateLimiter(self._rate) if self._rate else None,
             pool=self.pool,
             dispatch=self.dispatcher.start,
+            metrics=self.metrics,
         )
 
     async def _describe_namespace(self) -> int | None:
@@ -950,13 +988,24 @@ class _ActivitySide:
         """Poll and dispatch until shutdown; raises the fatal error if one happens."""
         assert self.poller is not None and self._fatal is not None
         self._poller_task = asyncio.create_task(self.poller.run(), name="activity-poller")
+        sampler = asyncio.create_task(self._sample_metrics(), name="activity-metrics")
         waiting: list[asyncio.Future[Any]] = [self._poller_task, self._fatal]
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sampler.cancel()
         if self._fatal in done:
             raise self._fatal.result()
         error = self._poller_task.exception()
         if error is not None:
             raise error
+
+    async def _sample_metrics(self) -> None:
+        """sdk-core's gauges (pollers in flight, slots), sampled every second."""
+        assert self.poller is not None and self.metrics is not None
+        while True:
+            self.metrics.sample(self.poller.polling, self.slots.used, self.slots.size)
+            await asyncio.sleep(_METRICS_SAMPLE_INTERVAL)
 
     async def shutdown(self, graceful: float) -> None:
         if self.poller is not None:
