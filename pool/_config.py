@@ -78,8 +78,9 @@ class PoolConfig:
     """SIGTERM first; SIGKILL when the child is still alive after this long."""
 
     local_timeout_buffer: timedelta | float = timedelta(seconds=5)
-    """Added to start-to-close and heartbeat timeouts before the worker gives up
-    on an attempt locally (sdk-core uses 5 s)."""
+    """Added to the heartbeat timeout before the worker gives up on an attempt
+    locally (sdk-core uses 5 s). The start-to-close timeout has none: it counts from
+    when the worker received the task, and the server has failed the attempt by then."""
 
     initializer: Callable[..., object] | None = None
     """Called as ``initializer(*initargs)`` in every child before its first task, as

