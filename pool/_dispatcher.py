@@ -46,7 +46,7 @@ from temporalio.api.workflowservice.v1 import (
     RespondActivityTaskFailedRequest,
 )
 
-from runner import RunTask, TaskDone, _context
+from runner import RunTask, TaskDone, _context, _trace
 
 from ._codec import encode_payloads
 from ._errors import ChildProcessDied, ChildTraceback
@@ -757,6 +757,7 @@ class Dispatcher:
                 args=tuple(input.args),
                 info=task.info,
                 heartbeat_interval=task.throttle,
+                trace_context=_trace.current_carrier(),
             )
             try:
                 pid, future = await self._pool.run(run, reserved=reserved)

@@ -33,7 +33,7 @@ import temporalio.api.failure.v1
 import temporalio.converter
 import temporalio.exceptions
 
-from . import _context
+from . import _context, _trace
 from ._frames import FrameReader, send_frame
 from ._messages import (
     ActivitySpec,
@@ -462,7 +462,8 @@ class _Child:
                     self._deliver_cancel(current, early)
                     if raise_enabled and self._raiser.take():
                         raise temporalio.exceptions.CancelledError("Cancelled")
-                value = spec.fn(*task.args)
+                with _trace.attached(task.trace_context):
+                    value = spec.fn(*task.args)
             finally:
                 self._raiser.disarm()
             outcome = "completed"

@@ -168,6 +168,31 @@ async def test_tracing_interceptor_emits_run_activity_spans_for_child_activities
     assert {s.context.trace_id for s in runs} == {starts[0].context.trace_id}
 
 
+async def test_a_span_opened_in_the_child_is_a_child_of_run_activity(
+    dev_server: DevServer, task_queue: str
+) -> None:
+    from tests.pool import _trace_activities as T
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await temporalio.client.Client.connect(
+        dev_server.address, interceptors=[TracingInterceptor(provider.get_tracer(__name__))]
+    )
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[T.traced_work],
+        workflows=[T.RunTraced],
+        pool_config=pool.PoolConfig(processes=1, initializer=T.setup_tracing),
+    ):
+        seen = await client.execute_workflow(
+            T.RunTraced.run, id=workflow_id(), task_queue=task_queue
+        )
+    [run] = [s for s in exporter.get_finished_spans() if s.name == "RunActivity:traced_work"]
+    assert seen == {"trace_id": run.context.trace_id, "parent_span_id": run.context.span_id}
+
+
 async def test_simple_plugin_interceptor_and_run_context_are_applied(
     client: temporalio.client.Client, task_queue: str
 ) -> None:
