@@ -210,6 +210,8 @@ class TaskDone:
     # Set when a heartbeat could not be converted: the activity is failed with it.
     heartbeat_error: bytes | None = None
     cpu_seconds: float = 0.0
+    # What the activity recorded through activity.metric_meter() (runner._metrics).
+    metrics: list[tuple[Any, ...]] | None = None
 
 
 def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
@@ -222,6 +224,7 @@ def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
         done.last_heartbeat,
         done.heartbeat_error,
         done.cpu_seconds,
+        done.metrics,
     )
 
 

@@ -271,8 +271,8 @@ def _scrape(port: int) -> str:
         return resp.read().decode()
 
 
-@pytest.mark.parametrize("kind", ["thread", "async"])
-async def test_metric_meter_in_parent_activities_reaches_the_runtime(
+@pytest.mark.parametrize("kind", ["process", "thread", "async"])
+async def test_metric_meter_in_activities_reaches_the_runtime(
     dev_server: DevServer, task_queue: str, kind: str
 ) -> None:
     port = free_port()
@@ -293,14 +293,22 @@ async def test_metric_meter_in_parent_activities_reaches_the_runtime(
             )
             == "counted"
         )
-    pattern = re.compile(r"^pool_test_activity_calls\S*\{([^}]*)\} 1$", re.M)
 
-    def counted() -> dict[str, str]:
+    def series(name: str, value: str) -> dict[str, str]:
+        pattern = re.compile(rf"^{name}\{{([^}}]*)\}} {re.escape(value)}$", re.M)
         match = pattern.search(_scrape(port))
-        assert match, "no pool_test_activity_calls series yet"
+        assert match, f"no {name} series with {value} yet"
         return dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
 
-    labels = await async_assert_eventually(counted)
-    assert labels["activity_type"] == "count_metric"
-    assert labels["task_queue"] == task_queue
-    assert labels["namespace"] == "default"
+    # Counter, histogram and gauge, with the activity's attributes (recorded in a child
+    # for the process kind, replayed on the parent's runtime meter).
+    for name, value in (
+        ("pool_test_activity_calls", "1"),
+        ("pool_test_activity_size_sum", "512"),
+        ("pool_test_activity_ratio", "0.25"),
+    ):
+        labels = await async_assert_eventually(lambda n=name, v=value: series(n, v))
+        assert labels["activity_type"] == "count_metric", (name, labels)
+        assert labels["task_queue"] == task_queue
+        assert labels["namespace"] == "default"
+    assert series("pool_test_activity_size_sum", "512")["shape"] == "square"
