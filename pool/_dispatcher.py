@@ -46,7 +46,7 @@ from temporalio.api.workflowservice.v1 import (
     RespondActivityTaskFailedRequest,
 )
 
-from runner import RunTask, TaskDone, _context
+from runner import RunTask, TaskDone, _context, _metrics, _trace
 
 from ._codec import encode_payloads
 from ._errors import ChildProcessDied, ChildTraceback
@@ -227,6 +227,7 @@ class Dispatcher:
         self._shared_state = shared_state
         self._release_slot = release_slot
         self._metric_meter = metric_meter
+        self._child_instruments: dict[Any, Any] = {}  # what children's metrics replay on
         self._interceptors = list(interceptors)
         self._decode_headers = decode_headers
         self._metrics = metrics
@@ -770,6 +771,7 @@ class Dispatcher:
                 args=tuple(input.args),
                 info=task.info,
                 heartbeat_interval=task.throttle,
+                trace_context=_trace.current_carrier(),
             )
             try:
                 pid, future = await self._pool.run(run, reserved=reserved)
@@ -814,6 +816,8 @@ class Dispatcher:
         self, task: _Task, done: TaskDone, dc: temporalio.converter.DataConverter
     ) -> Any:
         """The child's answer as the activity's return value or raised error."""
+        if done.metrics and self._metric_meter is not None:
+            _metrics.replay(self._metric_meter, done.metrics, self._child_instruments)
         if done.last_heartbeat is not None:
             self._child_details(task, Payloads.FromString(done.last_heartbeat), record=False)
         if done.heartbeat_error is not None:

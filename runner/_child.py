@@ -37,7 +37,7 @@ import temporalio.api.failure.v1
 import temporalio.converter
 import temporalio.exceptions
 
-from . import _context
+from . import _context, _metrics, _trace
 from ._frames import FrameReader, send_frame
 from ._messages import (
     ActivitySpec,
@@ -486,12 +486,14 @@ class _Child:
                 self._early_cancels = {
                     k: v for k, v in self._early_cancels.items() if k > task.task_id
                 }
+        recorded: list[_metrics.MetricEvent] = []
         ctx_token = self._contexts.enter(
             info=info,
             heartbeat=heartbeat,
             shield=self._raiser.shielded if raise_enabled else None,
             payload_converter=converter.payload_converter,
             cancellation_details=current.holder,
+            metric_meter=_metrics.BufferedMeter(recorded),
         )
         cpu_start = time.process_time()
         outcome: str
@@ -505,7 +507,8 @@ class _Child:
                     self._deliver_cancel(current, early)
                     if raise_enabled and self._raiser.take():
                         raise temporalio.exceptions.CancelledError("Cancelled")
-                value = spec.fn(*task.args)
+                with _trace.attached(task.trace_context):
+                    value = spec.fn(*task.args)
             finally:
                 self._raiser.disarm()
             outcome = "completed"
@@ -554,6 +557,7 @@ class _Child:
             last_heartbeat=last_heartbeat,
             heartbeat_error=error_bytes,
             cpu_seconds=cpu,
+            metrics=recorded or None,
         )
 
 
@@ -587,6 +591,7 @@ def _unpicklable_result(
         ),
         last_heartbeat=done.last_heartbeat,
         cpu_seconds=done.cpu_seconds,
+        metrics=done.metrics,
     )
 
 

@@ -109,6 +109,8 @@ class RunTask:
     info: temporalio.activity.Info
     # Seconds between heartbeats shipped to the parent (the sdk-core throttle).
     heartbeat_interval: float
+    # The parent's OpenTelemetry context as headers (runner._trace), if any.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class PackedTask:
     args: tuple[Any, ...]
     packed_info: tuple[Any, ...]
     heartbeat_interval: float
+    trace_context: dict[str, str] | None = None
 
     @property
     def task_token(self) -> bytes:
@@ -140,6 +143,7 @@ def task_to_wire(task: RunTask) -> tuple[Any, ...]:
         task.args,
         pack_info(task.info),
         task.heartbeat_interval,
+        task.trace_context,
     )
 
 
@@ -206,6 +210,8 @@ class TaskDone:
     # Set when a heartbeat could not be converted: the activity is failed with it.
     heartbeat_error: bytes | None = None
     cpu_seconds: float = 0.0
+    # What the activity recorded through activity.metric_meter() (runner._metrics).
+    metrics: list[tuple[Any, ...]] | None = None
 
 
 def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
@@ -218,6 +224,7 @@ def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
         done.last_heartbeat,
         done.heartbeat_error,
         done.cpu_seconds,
+        done.metrics,
     )
 
 
