@@ -19,8 +19,9 @@ check_not_shadowed()  # before the imports below, which import runner and shared
 
 from ._config import PoolConfig
 from ._errors import (
-    ChildBrokenError,
     ChildProcessDied,
+    ChildStartError,
+    ChildTraceback,
     CrashLoopError,
     PoolError,
     SharedStateLostError,
@@ -49,10 +50,11 @@ __all__ = [
     "PoolMetrics",
     "serve_metrics",
     # errors
-    "ChildBrokenError",
     "ChildKilled",
     "ChildMemoryExceeded",
     "ChildProcessDied",
+    "ChildStartError",
+    "ChildTraceback",
     "CrashLoopError",
     "PoolError",
     "SharedStateLostError",

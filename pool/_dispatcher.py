@@ -46,10 +46,10 @@ from temporalio.api.workflowservice.v1 import (
     RespondActivityTaskFailedRequest,
 )
 
-from runner import RunTask, TaskDone, _context
+from runner import RunTask, TaskDone, _context, _metrics, _trace
 
 from ._codec import encode_payloads
-from ._errors import ChildProcessDied
+from ._errors import ChildProcessDied, ChildTraceback
 from ._heartbeats import HeartbeatManager, throttle_interval
 from ._interceptors import Innermost, Outbound, build_chain
 from ._poller import Slots
@@ -164,18 +164,6 @@ def cancel_outcome(details: Details) -> tuple[str, BaseException | None]:
     return "failed", temporalio.exceptions.ApplicationError("Activity was cancelled")
 
 
-class ChildTraceback(Exception):
-    """The traceback of an error raised in a child, as the cause of its copy here
-    (``concurrent.futures`` does the same for a ``ProcessPoolExecutor``)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\nTraceback in the child:\n{self.text}"""'
-
-
 def _decode_failure(data: bytes, dc: temporalio.converter.DataConverter) -> BaseException:
     """A failure a child encoded (payload converter only) as the error it stands for.
     The error keeps the proto, so reporting it again sends the child's failure as is."""
@@ -239,6 +227,7 @@ class Dispatcher:
         self._shared_state = shared_state
         self._release_slot = release_slot
         self._metric_meter = metric_meter
+        self._child_instruments: dict[Any, Any] = {}  # what children's metrics replay on
         self._interceptors = list(interceptors)
         self._decode_headers = decode_headers
         self._metrics = metrics
@@ -427,18 +416,30 @@ class Dispatcher:
 
     # -- local deadlines ---------------------------------------------------------------
 
-    def _arm_timer(self, task: _Task, name: str, seconds: float, what: str) -> None:
+    def _arm_timer(
+        self, task: _Task, name: str, seconds: float, what: str, since: float | None = None
+    ) -> None:
+        """Cancel ``task`` as timed out ``seconds`` after ``since`` (a ``time.monotonic()``),
+        or, without it, ``seconds`` + ``local_timeout_buffer`` from now.
+
+        The start-to-close deadline counts from when the task arrived, with no buffer:
+        the server fails the attempt then, and a result after it is refused anyway, so
+        the child's core is freed as early as possible. The heartbeat timeout, re-armed
+        after each heartbeat RPC, keeps sdk-core's buffer for the RPC's own latency.
+        """
         old = task.timers.pop(name, None)
         if old is not None:
             old.cancel()
-        delay = seconds + self._settings.local_timeout_buffer
+        if since is None:
+            buffer = self._settings.local_timeout_buffer
+            delay = seconds + buffer
+            reason = f"its {what} ({seconds:g} s + {buffer:g} s buffer) passed"
+        else:
+            delay = since + seconds - time.monotonic()
+            reason = f"its {what} ({seconds:g} s since the worker received it) passed"
         loop = asyncio.get_running_loop()
         task.timers[name] = loop.call_later(
-            delay,
-            self.cancel,
-            task.token,
-            Details(not_found=True, timed_out=True),
-            f"its {what} ({seconds:g} s + {self._settings.local_timeout_buffer:g} s buffer) passed",
+            delay, self.cancel, task.token, Details(not_found=True, timed_out=True), reason
         )
 
     # -- one task ----------------------------------------------------------------------
@@ -566,6 +567,7 @@ class Dispatcher:
                     "start_to_close",
                     info.start_to_close_timeout.total_seconds(),
                     "start-to-close timeout",
+                    since=task.received,
                 )
             if info.heartbeat_timeout:
                 self._arm_timer(
@@ -769,6 +771,7 @@ class Dispatcher:
                 args=tuple(input.args),
                 info=task.info,
                 heartbeat_interval=task.throttle,
+                trace_context=_trace.current_carrier(),
             )
             try:
                 pid, future = await self._pool.run(run, reserved=reserved)
@@ -813,6 +816,8 @@ class Dispatcher:
         self, task: _Task, done: TaskDone, dc: temporalio.converter.DataConverter
     ) -> Any:
         """The child's answer as the activity's return value or raised error."""
+        if done.metrics and self._metric_meter is not None:
+            _metrics.replay(self._metric_meter, done.metrics, self._child_instruments)
         if done.last_heartbeat is not None:
             self._child_details(task, Payloads.FromString(done.last_heartbeat), record=False)
         if done.heartbeat_error is not None:

@@ -141,6 +141,21 @@ class PoolMetrics(Collector):
                 ("pool_children_recycled", snapshot.recycles, "Children replaced by recycling"),
                 ("pool_children_killed", snapshot.kills, "Children killed by the supervisor"),
                 (
+                    "pool_children_start_failures",
+                    snapshot.start_failures,
+                    "Replacement children that failed before they were ready",
+                ),
+                (
+                    "pool_children_respawns_delayed",
+                    snapshot.respawns_delayed,
+                    "Replacements delayed by the respawn backoff (children kept dying)",
+                ),
+                (
+                    "pool_respawn_delay_seconds",
+                    snapshot.respawn_delay_seconds,
+                    "Seconds replacements were delayed by the respawn backoff, in total",
+                ),
+                (
                     "pool_polls_ahead",
                     snapshot.promised_ahead,
                     "Polls made for a busy child (lookahead) or beyond the children (prefetch)",

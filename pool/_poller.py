@@ -272,8 +272,6 @@ class Poller:
             reserved = False
             handed_over = False
             try:
-                if self._limiter is not None:
-                    await self._limiter.wait()
                 if self._pool is not None:
                     try:
                         await self._pool.reserve()
@@ -282,6 +280,10 @@ class Poller:
                             return
                         raise
                     reserved = True
+                # The rate limit's permit is taken last, right before the poll: a loop
+                # that waited here for a child must not poll on an old permit.
+                if self._limiter is not None:
+                    await self._limiter.wait()
                 if self._stopping:
                     return
                 response = await poll_with_retry(

@@ -53,7 +53,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from runner import ActivitySpec
 
-from ._config import PoolConfig
+from ._config import PoolConfig, config_from_executor
 from ._custom_slots import CustomSlots, ReserveContext
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
@@ -202,15 +202,17 @@ def _plan_activities(
             )
         pool = activity_executor
     elif isinstance(activity_executor, concurrent.futures.ProcessPoolExecutor):
-        # A program written for the stock worker: take the executor as a size.
+        # A program written for the stock worker: take the executor's size and options.
         size = getattr(activity_executor, "_max_workers", None) or os.cpu_count() or 1
+        config, taken = config_from_executor(activity_executor, pool_config)
         logger.info(
             "activity_executor is a ProcessPoolExecutor(max_workers=%d): pool.Worker runs %d "
-            "supervised child processes instead and leaves that executor unused",
+            "supervised child processes instead and leaves that executor unused%s",
             size,
-            size,
+            processes or size,
+            f" (taken from it: {', '.join(taken)})" if taken else "",
         )
-        pool = ProcessPool(processes or size, config=pool_config)
+        pool = ProcessPool(processes or size, config=config)
     elif activity_executor is None:
         if has_sync:
             pool = ProcessPool(processes, config=pool_config)
@@ -800,7 +802,8 @@ class Worker:
                 await self.run()
             except BaseException as err:
                 self._async_context_error = err
-                if not self._async_exiting:
+                # Before ready, __aenter__ is waiting on this task and raises err itself.
+                if self._ready.is_set() and not self._async_exiting:
                     current.cancel()
 
         self._async_context_run = asyncio.create_task(run())

@@ -63,6 +63,10 @@ async def waits_for_cancel() -> str:
 def _count_metric() -> str:
     meter = activity.metric_meter()
     meter.create_counter("pool_test_activity_calls", "calls from an activity").add(1)
+    meter.create_histogram("pool_test_activity_size", "sizes seen", "bytes").record(
+        512, {"shape": "square"}
+    )
+    meter.create_gauge_float("pool_test_activity_ratio", "a ratio").set(0.25)
     return "counted"
 
 

@@ -168,6 +168,31 @@ async def test_tracing_interceptor_emits_run_activity_spans_for_child_activities
     assert {s.context.trace_id for s in runs} == {starts[0].context.trace_id}
 
 
+async def test_a_span_opened_in_the_child_is_a_child_of_run_activity(
+    dev_server: DevServer, task_queue: str
+) -> None:
+    from tests.pool import _trace_activities as T
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await temporalio.client.Client.connect(
+        dev_server.address, interceptors=[TracingInterceptor(provider.get_tracer(__name__))]
+    )
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[T.traced_work],
+        workflows=[T.RunTraced],
+        pool_config=pool.PoolConfig(processes=1, initializer=T.setup_tracing),
+    ):
+        seen = await client.execute_workflow(
+            T.RunTraced.run, id=workflow_id(), task_queue=task_queue
+        )
+    [run] = [s for s in exporter.get_finished_spans() if s.name == "RunActivity:traced_work"]
+    assert seen == {"trace_id": run.context.trace_id, "parent_span_id": run.context.span_id}
+
+
 async def test_simple_plugin_interceptor_and_run_context_are_applied(
     client: temporalio.client.Client, task_queue: str
 ) -> None:
@@ -246,8 +271,8 @@ def _scrape(port: int) -> str:
         return resp.read().decode()
 
 
-@pytest.mark.parametrize("kind", ["thread", "async"])
-async def test_metric_meter_in_parent_activities_reaches_the_runtime(
+@pytest.mark.parametrize("kind", ["process", "thread", "async"])
+async def test_metric_meter_in_activities_reaches_the_runtime(
     dev_server: DevServer, task_queue: str, kind: str
 ) -> None:
     port = free_port()
@@ -268,14 +293,22 @@ async def test_metric_meter_in_parent_activities_reaches_the_runtime(
             )
             == "counted"
         )
-    pattern = re.compile(r"^pool_test_activity_calls\S*\{([^}]*)\} 1$", re.M)
 
-    def counted() -> dict[str, str]:
+    def series(name: str, value: str) -> dict[str, str]:
+        pattern = re.compile(rf"^{name}\{{([^}}]*)\}} {re.escape(value)}$", re.M)
         match = pattern.search(_scrape(port))
-        assert match, "no pool_test_activity_calls series yet"
+        assert match, f"no {name} series with {value} yet"
         return dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
 
-    labels = await async_assert_eventually(counted)
-    assert labels["activity_type"] == "count_metric"
-    assert labels["task_queue"] == task_queue
-    assert labels["namespace"] == "default"
+    # Counter, histogram and gauge, with the activity's attributes (recorded in a child
+    # for the process kind, replayed on the parent's runtime meter).
+    for name, value in (
+        ("pool_test_activity_calls", "1"),
+        ("pool_test_activity_size_sum", "512"),
+        ("pool_test_activity_ratio", "0.25"),
+    ):
+        labels = await async_assert_eventually(lambda n=name, v=value: series(n, v))
+        assert labels["activity_type"] == "count_metric", (name, labels)
+        assert labels["task_queue"] == task_queue
+        assert labels["namespace"] == "default"
+    assert series("pool_test_activity_size_sum", "512")["shape"] == "square"

@@ -32,6 +32,7 @@ from pool._launcher import (
     EXIT_OK,
     EXIT_USAGE,
     LaunchError,
+    _pool_config,
     build_parser,
     discover,
     parse_size,
@@ -253,6 +254,11 @@ _BAD_CONFIG = {
         EXIT_CONFIG,
         "--hard-memory-per-child",
     ),
+    "no crash-loop deaths allowed": (
+        ["run", APP, "-q", "q", "--crash-loop-max-deaths", "0"],
+        EXIT_CONFIG,
+        "--crash-loop-max-deaths must be at least 1",
+    ),
     "unknown profile": (
         ["run", APP, "-q", "q", "--profile", "no-such-profile"],
         EXIT_CONFIG,
@@ -291,6 +297,14 @@ def test_bad_configuration_is_one_line_and_an_exit_code(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("python -m pool run: error: ") and expected in lines[0]
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_crash_loop_flags_reach_the_pool_config() -> None:
+    args = build_parser().parse_args(
+        ["run", APP, "-q", "q", "--crash-loop-max-deaths", "3", "--crash-loop-window", "7.5"]
+    )
+    config = _pool_config(args)
+    assert (config.crash_loop_max_deaths, config.seconds("crash_loop_window")) == (3, 7.5)
 
 
 def test_malformed_flag_is_a_usage_error(tmp_path: Path) -> None:
