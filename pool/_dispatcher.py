@@ -37,7 +37,7 @@ import temporalio.exceptions
 import temporalio.worker
 from google.protobuf import duration_pb2, timestamp_pb2
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.api.enums.v1 import ActivityTaskFailedCause
+from temporalio.api.enums.v1 import ActivityTaskFailedCause, ApplicationErrorCategory
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.workflowservice.v1 import (
     PollActivityTaskQueueResponse,
@@ -53,6 +53,7 @@ from ._errors import ChildProcessDied, ChildTraceback
 from ._heartbeats import HeartbeatManager, throttle_interval
 from ._interceptors import Innermost, Outbound, build_chain
 from ._poller import Slots
+from ._sdk_metrics import ActivityMetrics
 from ._service import ActivityService, describe_rpc_error
 from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 from ._threads import ThreadCancelRaiser, run_in_thread
@@ -84,6 +85,7 @@ class _Task:
     token: bytes
     activity_type: str
     received: float
+    workflow_type: str = ""
     kind: str = "unknown"
     info: temporalio.activity.Info | None = None
     pid: int | None = None
@@ -172,6 +174,14 @@ def _decode_failure(data: bytes, dc: temporalio.converter.DataConverter) -> Base
     return error
 
 
+def _is_benign(failure: Failure | None) -> bool:
+    """A failure the activity raised as a benign ApplicationError (core does not count it)."""
+    return failure is not None and (
+        failure.application_failure_info.category
+        == ApplicationErrorCategory.APPLICATION_ERROR_CATEGORY_BENIGN
+    )
+
+
 def _ts(ts: timestamp_pb2.Timestamp) -> datetime:
     return ts.ToDatetime().replace(tzinfo=timezone.utc)
 
@@ -199,11 +209,12 @@ class Dispatcher:
         pool: ProcessPool | None,
         thread_executor: concurrent.futures.ThreadPoolExecutor | None,
         shared_state: Any,
-        release_slot: Callable[[], None],
+        release_slot: Callable[[bytes], None],
         metric_meter: temporalio.common.MetricMeter | None,
         type_limits: Mapping[str, int] | None = None,
         interceptors: Sequence[temporalio.worker.Interceptor] = (),
         decode_headers: bool = False,
+        metrics: ActivityMetrics | None = None,
     ) -> None:
         self._service = service
         self._settings = settings
@@ -218,6 +229,7 @@ class Dispatcher:
         self._metric_meter = metric_meter
         self._interceptors = list(interceptors)
         self._decode_headers = decode_headers
+        self._metrics = metrics
         # Per-activity-type concurrency limits: a semaphore per limited type.
         self._type_slots = {name: Slots(limit) for name, limit in (type_limits or {}).items()}
         self._ids = itertools.count(1)
@@ -425,6 +437,7 @@ class Dispatcher:
             token=resp.task_token,
             activity_type=resp.activity_type.name,
             received=time.monotonic(),
+            workflow_type=resp.workflow_type.name,
         )
         self._tasks[task.token] = task
         s2c = _duration(resp, "start_to_close_timeout")
@@ -451,7 +464,7 @@ class Dispatcher:
             for timer in task.timers.values():
                 timer.cancel()
             self._tasks.pop(task.token, None)
-            self._release_slot()
+            self._release_slot(task.token)
 
     async def _execute(
         self, task: _Task, resp: PollActivityTaskQueueResponse, reserved_child: bool
@@ -825,8 +838,11 @@ class Dispatcher:
             "cancellation_details": task.holder,
             "metric_meter": self._metric_meter,
         }
+        # The thread runs in a copy of this context, so context variables the
+        # interceptors set reach the activity (stock does the same).
         return await loop.run_in_executor(
             self._threads,
+            contextvars.copy_context().run,
             run_in_thread,
             context_kwargs,
             task.thread_raiser,
@@ -954,6 +970,15 @@ class Dispatcher:
         )
         if outcome.kind == "none":
             return
+        if self._metrics is not None:
+            self._metrics.task_reported(
+                task.activity_type,
+                task.workflow_type,
+                outcome.kind,
+                timedelta(seconds=time.monotonic() - task.received),
+                cause=outcome.cause,
+                benign=_is_benign(outcome.failure),
+            )
         service = self._service
         if outcome.kind == "completed":
             name = "RespondActivityTaskCompleted"
@@ -1004,3 +1029,7 @@ class Dispatcher:
             return
         if name == "RespondActivityTaskFailed" and response.failures:
             logger.warning("The server rejected parts of a failure report: %s", response.failures)
+        if name == "RespondActivityTaskCompleted" and self._metrics is not None:
+            scheduled = task.info.scheduled_time if task.info is not None else None
+            if scheduled is not None:
+                self._metrics.task_succeeded(task.activity_type, task.workflow_type, scheduled)

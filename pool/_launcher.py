@@ -410,6 +410,13 @@ def _add_run_parser(sub: Any) -> None:
         metavar="LEVEL",
         help="debug, info, warning or error (default: info)",
     )
+    g.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line with the activity context as fields "
+        "(default: text)",
+    )
     p.set_defaults(command=_cmd_run, command_name="run")
 
 
@@ -1175,16 +1182,18 @@ async def _run_until_signalled(
     return EXIT_OK
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    from ._logs import LINE_FORMAT, JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(LINE_FORMAT)
     )
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
+    _configure_logging(args.log_level, args.log_format)
     check_run_args(args)
     _pool_config(args)  # PoolConfig's own checks, before any import or connection
     found = discover(args.targets)

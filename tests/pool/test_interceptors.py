@@ -34,7 +34,7 @@ from pool._devserver import DevServer, free_port
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _icpt_activities as I
 
-WORKFLOWS = [I.TwoAttempts, I.CancelOnSignal]
+WORKFLOWS = [I.TwoAttempts, I.CancelOnSignal, I.RunOnce]
 
 
 class Recorder(Interceptor):
@@ -119,6 +119,31 @@ async def test_interceptor_replaces_args_and_result_and_sees_heartbeats(
     assert ("beat", 105) in recorder.heartbeats
     assert recorder.executed == [("echo", [5]), ("echo", [5])]
     assert (result["pid"] != os.getpid()) is (kind == "process")
+
+
+class SetsContextVar(Interceptor):
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _SettingInbound(next)
+
+
+class _SettingInbound(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        I.REQUEST_ID.set("set by the interceptor")
+        return await super().execute_activity(input)
+
+
+@pytest.mark.parametrize("kind", ["thread", "async"])
+async def test_context_variables_set_by_an_interceptor_reach_parent_activities(
+    client: temporalio.client.Client, task_queue: str, kind: str
+) -> None:
+    fn = I.read_context_var_async if kind == "async" else I.read_context_var_sync
+    async with _worker(
+        client, task_queue, [fn], threads=kind == "thread", interceptors=[SetsContextVar()]
+    ):
+        result = await client.execute_workflow(
+            I.RunOnce.run, "read_context_var", id=workflow_id(), task_queue=task_queue
+        )
+    assert result == "set by the interceptor"
 
 
 async def test_tracing_interceptor_emits_run_activity_spans_for_child_activities(
@@ -211,9 +236,9 @@ async def test_cancelled_async_activity_reads_activity_cancelled(
         await handle.signal(I.CancelOnSignal.cancel_it)
         assert await handle.result() == "CancelledError"
     assert I.CANCEL_MESSAGES == ["Activity cancelled"]
-    assert any(
-        r.getMessage().startswith("Completing as cancelled") for r in caplog.records
-    ), [(r.name, r.getMessage()) for r in caplog.records]
+    assert any(r.getMessage().startswith("Completing as cancelled") for r in caplog.records), [
+        (r.name, r.getMessage()) for r in caplog.records
+    ]
 
 
 def _scrape(port: int) -> str:

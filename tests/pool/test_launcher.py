@@ -5,6 +5,7 @@ connection-setting precedence) in-process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -177,6 +178,25 @@ async def test_run_serves_a_workflow_and_exits_0_on_sigterm(
     assert await worker.wait() == EXIT_OK, worker.stderr
     assert "Traceback" not in worker.stderr
     assert "shutting down" in worker.stderr
+
+
+async def test_json_logs_are_one_object_per_line_with_the_activity_context(
+    dev_server: DevServer, client: temporalio.client.Client, task_queue: str, launch: Any
+) -> None:
+    worker = launch(*_run_args(dev_server, task_queue, "--processes", "1", "--log-format", "json"))
+    await worker.line("pool worker started")
+    await client.execute_workflow(
+        ShoutWorkflow.run, "hello", id=f"wf-{uuid.uuid4()}", task_queue=task_queue
+    )
+    await worker.line('"message": "shouting hello', stderr=True)
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait() == EXIT_OK, worker.stderr
+    records = [json.loads(line) for line in worker.err if line.strip()]  # every line is JSON
+    [shouting] = [r for r in records if r["message"].startswith("shouting hello")]
+    assert shouting["level"] == "INFO" and shouting["temporal_activity"]["activity_type"] == "shout"
+    assert shouting["child_pid"] != worker.proc.pid
+    assert {"time", "logger", "process"} <= shouting.keys()
+    assert any(r["message"].startswith("Beginning worker shutdown") for r in records)
 
 
 async def test_second_signal_cancels_running_activities_at_once(

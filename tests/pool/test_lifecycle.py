@@ -135,5 +135,7 @@ async def test_shutdown_is_announced_once(client, task_queue, caplog, with_workf
         processes=1,
     ):
         pass
-    announced = [r for r in caplog.records if r.getMessage().startswith("Beginning worker shutdown")]
+    announced = [
+        r for r in caplog.records if r.getMessage().startswith("Beginning worker shutdown")
+    ]
     assert len(announced) == 1, [(r.name, r.getMessage()) for r in announced]
