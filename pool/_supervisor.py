@@ -390,6 +390,8 @@ class ProcessPool:
                 bytes(multiprocess.current_process().authkey),
             ),
             "initializer": self._pickled_initializer(),
+            "native_threads": self.config.native_thread_limit(),
+            "cpu_affinity": self.config.cpu_affinity,
         }
         for index in range(self.size):
             self._spawn(index)

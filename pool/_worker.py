@@ -1046,10 +1046,10 @@ class _ActivitySide:
             raise error
 
     async def _sample_metrics(self) -> None:
-        """sdk-core's gauges (pollers in flight, slots), sampled every second."""
+        """sdk-core's slot gauges, sampled every second."""
         assert self.poller is not None and self.metrics is not None
         while True:
-            self.metrics.sample(self.poller.polling, self.slots.used, self.slots.free)
+            self.metrics.sample(self.slots.used, self.slots.free)
             await asyncio.sleep(_METRICS_SAMPLE_INTERVAL)
 
     async def shutdown(self, graceful: float) -> None:
