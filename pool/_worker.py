@@ -54,6 +54,7 @@ from runner import ActivitySpec
 from ._config import PoolConfig
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
+from ._local import LocalActivityExecutor
 from ._poller import (
     Poller,
     PollSettings,
@@ -412,16 +413,26 @@ class Worker:
         # -- workflow side (temporalio's own worker) --
         self._inner: temporalio.worker.Worker | None = None
         self._local_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local_in_pool: LocalActivityExecutor | None = None
         if workflows or nexus_service_handlers or plugins:
             local_executor: concurrent.futures.Executor | None = None
+            local_shared_state: SharedStateManager | None = None
             has_sync = any(
                 not temporalio.activity._Definition.must_from_callable(a).is_async
                 for a in activities
             )
             if workflows and activities and has_sync:
-                # Local activities run in the parent: sync ones in threads.
+                # Sync local activities: in the pool's children, or in threads when the
+                # user gave a ThreadPoolExecutor (or no pool runs).
+                pool_for_local = self.process_pool
                 if isinstance(activity_executor, concurrent.futures.ThreadPoolExecutor):
                     local_executor = activity_executor
+                elif pool_for_local is not None:
+                    self._local_in_pool = LocalActivityExecutor(
+                        pool_for_local, client.data_converter
+                    )
+                    local_executor = self._local_in_pool
+                    local_shared_state = self._local_in_pool.shared_state
                 else:
                     self._local_executor = concurrent.futures.ThreadPoolExecutor(
                         max_workers=max_concurrent_local_activities or 16,
@@ -448,6 +459,7 @@ class Worker:
                     nexus_service_handlers=nexus_service_handlers,
                     workflows=workflows,
                     activity_executor=local_executor,
+                    shared_state_manager=local_shared_state,
                     workflow_task_executor=workflow_task_executor,
                     nexus_task_executor=nexus_task_executor,
                     workflow_runner=workflow_runner,
@@ -609,11 +621,19 @@ class Worker:
             raise exception
 
     async def _shutdown_sides(self, tasks: dict[str, asyncio.Task[Any]]) -> None:
-        steps = []
-        if self._activity_side is not None:
-            steps.append(self._activity_side.shutdown(self._graceful.total_seconds()))
+        steps: list[Awaitable[None]] = []
+        inner: asyncio.Future[None] | None = None
         if self._inner is not None:
-            steps.append(self._inner_shutdown(tasks.get("workflows")))
+            inner = asyncio.ensure_future(self._inner_shutdown(tasks.get("workflows")))
+            steps.append(inner)
+        if self._activity_side is not None:
+            # Local activities run in the pool too: it stops once temporalio's worker is done.
+            steps.append(
+                self._activity_side.shutdown(
+                    self._graceful.total_seconds(),
+                    before_close=inner if self._local_in_pool is not None else None,
+                )
+            )
         results = await asyncio.gather(*steps, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -892,7 +912,9 @@ class _ActivitySide:
         if error is not None:
             raise error
 
-    async def shutdown(self, graceful: float) -> None:
+    async def shutdown(
+        self, graceful: float, before_close: asyncio.Future[None] | None = None
+    ) -> None:
         if self.poller is not None:
             self.poller.stop()
         if self._poller_task is not None:
@@ -905,6 +927,8 @@ class _ActivitySide:
                 self.dispatcher.cancel_all_for_shutdown()
                 await self.dispatcher.wait_idle()
             await self.dispatcher.heartbeats.close()
+        if before_close is not None:
+            await asyncio.wait([before_close])
         await self.close()
 
     async def _send_shutdown_worker(self) -> None:

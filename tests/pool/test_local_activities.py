@@ -1,0 +1,202 @@
+"""Sync local activities run in the pool's children (pool/_local.py), against the real
+server: CPU-heavy ones leave the worker's loop free, a dead child is a retryable attempt,
+and a workflow's cancel raises CancelledError in the child (or kills it after
+cancel_grace)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import temporalio.worker._activity
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+import pool
+from pool._local import EXECUTE_PARAMETERS
+from tests.helpers import async_assert_eventually, workflow_id
+from tests.pool import _activities as A
+from tests.pool import _local_acts as L
+
+_ACTIVITIES = [
+    L.burn_cpu,
+    L.noop,
+    L.blocked_on_first_attempt,
+    L.wait_for_cancel,
+    L.ignore_cancel,
+    A.fail_application,
+]
+_WORKFLOWS = [L.Local, L.Remote]
+# A no-op remote activity (and its workflow) takes ~50 ms here; a stalled loop, seconds.
+_PROMPT = 1.0
+
+
+def _worker(client: Client, task_queue: str, **options: object) -> pool.Worker:
+    return pool.Worker(
+        client, task_queue=task_queue, activities=_ACTIVITIES, workflows=_WORKFLOWS, **options
+    )
+
+
+async def _local(client: Client, task_queue: str, name: str, *args: object, attempts: int = 1):
+    return await client.execute_workflow(
+        L.Local.run, args=[name, list(args), attempts], id=workflow_id(), task_queue=task_queue
+    )
+
+
+async def _start_local(client: Client, task_queue: str, name: str, *args: object):
+    return await client.start_workflow(
+        L.Local.run, args=[name, list(args), 1], id=workflow_id(), task_queue=task_queue
+    )
+
+
+def _child_running(worker: pool.Worker, activity_type: str) -> int | None:
+    """The pid of the child running ``activity_type`` now, if any."""
+    assert worker.process_pool is not None
+    for child in worker.process_pool.snapshot().children:
+        if child.state == "busy" and child.activity_type == activity_type:
+            return child.pid
+    return None
+
+
+async def _wait_running(worker: pool.Worker, activity_type: str) -> int:
+    pid = await async_assert_eventually(lambda: _child_running(worker, activity_type))
+    assert pid is not None
+    return pid
+
+
+def _activity_failure(error: WorkflowFailureError) -> BaseException | None:
+    """What the local activity failed with (the workflow failed with it, maybe wrapped)."""
+    cause = error.cause
+    return cause.cause if isinstance(cause, ActivityError) else cause
+
+
+def test_temporalio_still_submits_the_call_the_adapter_reads():
+    parameters = inspect.signature(temporalio.worker._activity._execute_sync_activity).parameters
+    assert set(EXECUTE_PARAMETERS) <= set(parameters)
+    assert parameters["args"].kind is inspect.Parameter.VAR_POSITIONAL
+
+
+async def test_cpu_heavy_local_activity_leaves_remote_activities_prompt(
+    client, task_queue, tmp_path: Path
+):
+    marker = tmp_path / "burning"
+    async with _worker(client, task_queue, processes=2) as worker:
+        # Warm up both workflow types, so the measurements below are steady-state.
+        await client.execute_workflow(L.Remote.run, id=workflow_id(), task_queue=task_queue)
+        await _local(client, task_queue, "noop")
+
+        burner = await _start_local(client, task_queue, "burn_cpu", 2.0, str(marker))
+        await async_assert_eventually(marker.exists)
+        burned = asyncio.ensure_future(burner.result())
+        latencies = []
+        while not burned.done() and len(latencies) < 10:  # each one starts during the burn
+            began = time.monotonic()
+            await client.execute_workflow(L.Remote.run, id=workflow_id(), task_queue=task_queue)
+            latencies.append(time.monotonic() - began)
+        burner_pid = await burned
+        assert max(latencies) < _PROMPT, f"no-op latencies during the burn: {latencies}"
+        assert len(latencies) >= 3, f"only {len(latencies)} no-ops started during a 2 s burn"
+        assert burner_pid != os.getpid() and burner_pid in worker.process_pool.pids
+
+
+async def test_local_activity_whose_child_is_killed_is_retried(client, task_queue):
+    async with _worker(client, task_queue, processes=1) as worker:
+        run = asyncio.ensure_future(
+            _local(client, task_queue, "blocked_on_first_attempt", attempts=3)
+        )
+        killed = await _wait_running(worker, "blocked_on_first_attempt")
+        os.kill(killed, signal.SIGKILL)
+        attempt, pid = await run
+        assert attempt == 2
+        assert pid != killed and pid in worker.process_pool.pids
+        assert worker.process_pool.snapshot().deaths == 1
+        # The worker goes on: remote activities still run.
+        assert (
+            await client.execute_workflow(L.Remote.run, id=workflow_id(), task_queue=task_queue)
+            in worker.process_pool.pids
+        )
+
+
+async def test_dead_child_fails_the_attempt_with_child_process_died(client, task_queue):
+    async with _worker(client, task_queue, processes=1) as worker:
+        run = asyncio.ensure_future(_local(client, task_queue, "blocked_on_first_attempt"))
+        killed = await _wait_running(worker, "blocked_on_first_attempt")
+        os.kill(killed, signal.SIGKILL)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await run
+        error = _activity_failure(failure.value)
+        assert isinstance(error, ApplicationError)
+        assert error.type == "ChildProcessDied"
+        assert not error.non_retryable
+        assert f"Child process {killed} died" in error.message
+        assert "SIGKILL" in error.message
+
+
+async def test_workflow_cancel_raises_cancelled_error_in_the_child(
+    client, task_queue, tmp_path: Path
+):
+    marker = tmp_path / "cancelled"
+    async with _worker(client, task_queue, processes=1) as worker:
+        handle = await _start_local(client, task_queue, "wait_for_cancel", str(marker))
+        pid = await _wait_running(worker, "wait_for_cancel")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert isinstance(failure.value.cause, CancelledError)
+        assert marker.read_text() == f"{pid} cancel_requested"
+        snapshot = worker.process_pool.snapshot()
+        assert snapshot.kills == 0 and snapshot.deaths == 0
+        assert worker.process_pool.pids == [pid]  # the child lives on
+
+
+async def test_local_activity_ignoring_cancel_is_killed_after_cancel_grace(
+    client, task_queue, tmp_path: Path
+):
+    marker = tmp_path / "cancelled"
+    config = pool.PoolConfig(cancel_grace=0.3)
+    async with _worker(client, task_queue, processes=1, pool_config=config) as worker:
+        handle = await _start_local(client, task_queue, "ignore_cancel", str(marker))
+        pid = await _wait_running(worker, "ignore_cancel")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert isinstance(failure.value.cause, CancelledError)
+        assert marker.read_text() == str(pid)  # CancelledError reached it first
+        assert worker.process_pool.snapshot().kills == 1
+        await async_assert_eventually(lambda: pid not in worker.process_pool.pids)
+
+
+async def test_failure_raised_in_the_child_reaches_the_workflow_whole(client, task_queue):
+    async with _worker(client, task_queue, processes=1):
+        with pytest.raises(WorkflowFailureError) as failure:
+            await _local(client, task_queue, "fail_application", "app")
+        error = _activity_failure(failure.value)
+        assert isinstance(error, ApplicationError)
+        assert (error.type, error.message, error.non_retryable) == ("MyError", "boom", True)
+        assert error.details == ({"why": "test"},)
+        assert "fail_application" in error.failure.stack_trace  # the child's stack
+
+
+@pytest.mark.parametrize("executor", ["none", "process_pool_executor", "thread_pool_executor"])
+async def test_local_activity_runs_in_threads_only_with_a_thread_pool(client, task_queue, executor):
+    given: concurrent.futures.Executor | None = None
+    if executor == "process_pool_executor":
+        given = concurrent.futures.ProcessPoolExecutor(1)
+    elif executor == "thread_pool_executor":
+        given = concurrent.futures.ThreadPoolExecutor(2)
+    try:
+        async with _worker(client, task_queue, activity_executor=given) as worker:
+            pid = await _local(client, task_queue, "noop")
+            if executor == "thread_pool_executor":
+                assert pid == os.getpid()
+            else:
+                assert pid in worker.process_pool.pids
+    finally:
+        if given is not None:
+            given.shutdown()
