@@ -3,6 +3,7 @@ child processes)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from datetime import timedelta
@@ -99,3 +100,31 @@ class Remote:
     @workflow.run
     async def run(self) -> int:
         return await workflow.execute_activity(noop, start_to_close_timeout=timedelta(seconds=30))
+
+
+@activity.defn
+def hold(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@workflow.defn
+class LocalFanOut:
+    """Runs one local activity per argument list, all at once."""
+
+    @workflow.run
+    async def run(self, name: str, args_lists: list) -> list:
+        return list(
+            await asyncio.gather(
+                *[
+                    workflow.execute_local_activity(
+                        name,
+                        args=args,
+                        start_to_close_timeout=timedelta(seconds=60),
+                        retry_policy=RetryPolicy(maximum_attempts=1),
+                        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    )
+                    for args in args_lists
+                ]
+            )
+        )

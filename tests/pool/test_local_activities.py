@@ -30,9 +30,10 @@ _ACTIVITIES = [
     L.blocked_on_first_attempt,
     L.wait_for_cancel,
     L.ignore_cancel,
+    L.hold,
     A.fail_application,
 ]
-_WORKFLOWS = [L.Local, L.Remote]
+_WORKFLOWS = [L.Local, L.LocalFanOut, L.Remote]
 # A no-op remote activity (and its workflow) takes ~50 ms here; a stalled loop, seconds.
 _PROMPT = 1.0
 
@@ -68,6 +69,16 @@ async def _wait_running(worker: pool.Worker, activity_type: str) -> int:
     pid = await async_assert_eventually(lambda: _child_running(worker, activity_type))
     assert pid is not None
     return pid
+
+
+async def _remote_still_runs(client: Client, task_queue: str, worker: pool.Worker) -> None:
+    """Remote activities run in a child: the worker goes on, and every child a local
+    activity claimed was taken or given back. A leaked claim would stop the polls once
+    the one already in flight (promised before) has brought its task: hence two."""
+    for _ in range(2):
+        run = client.execute_workflow(L.Remote.run, id=workflow_id(), task_queue=task_queue)
+        pid = await asyncio.wait_for(run, timeout=10)
+        assert pid in worker.process_pool.pids
 
 
 def _activity_failure(error: WorkflowFailureError) -> BaseException | None:
@@ -170,6 +181,44 @@ async def test_local_activity_ignoring_cancel_is_killed_after_cancel_grace(
         assert marker.read_text() == str(pid)  # CancelledError reached it first
         assert worker.process_pool.snapshot().kills == 1
         await async_assert_eventually(lambda: pid not in worker.process_pool.pids)
+
+
+async def test_local_activities_beyond_the_children_wait_for_one(client, task_queue):
+    async with _worker(client, task_queue, processes=1) as worker:
+        pids = await client.execute_workflow(
+            L.LocalFanOut.run,
+            args=["hold", [[0.2]] * 3],
+            id=workflow_id(),
+            task_queue=task_queue,
+        )
+        assert pids == worker.process_pool.pids * 3
+        snapshot = worker.process_pool.snapshot()
+        assert snapshot.tasks_waited >= 1  # the child was busy: they queued for it
+        await _remote_still_runs(client, task_queue, worker)
+
+
+async def test_local_activity_cancelled_while_waiting_for_a_child_never_runs(
+    client, task_queue, tmp_path: Path
+):
+    first, second = tmp_path / "first", tmp_path / "second"
+    async with _worker(client, task_queue, processes=1) as worker:
+        handle = await client.start_workflow(
+            L.LocalFanOut.run,
+            args=["wait_for_cancel", [[str(first)], [str(second)]]],
+            id=workflow_id(),
+            task_queue=task_queue,
+        )
+        pid = await _wait_running(worker, "wait_for_cancel")
+        await async_assert_eventually(lambda: worker.process_pool.snapshot().tasks_waited == 1)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert isinstance(failure.value.cause, CancelledError)
+        ran = [path for path in (first, second) if path.exists()]
+        assert len(ran) == 1 and ran[0].read_text() == f"{pid} cancel_requested"
+        snapshot = worker.process_pool.snapshot()
+        assert [child.tasks_done for child in snapshot.children] == [1]
+        await _remote_still_runs(client, task_queue, worker)
 
 
 async def test_failure_raised_in_the_child_reaches_the_workflow_whole(client, task_queue):
