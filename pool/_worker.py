@@ -1,7 +1,8 @@
 """``pool.Worker``: a drop-in for ``temporalio.worker.Worker``.
 
 pool.Worker ─┬─ temporalio.worker.Worker   workflows, local activities, Nexus
-             │                             (no_remote_activities=True)
+             │                             (no_remote_activities=True); sync local
+             │                             activities: LocalActivityExecutor -> ProcessPool
              └─ _ActivitySide               remote activities, ours:
                   ActivityService  grpc.aio channel from the client's settings
                   Poller           polls only with a free slot (and idle child)
@@ -627,11 +628,15 @@ class Worker:
             inner = asyncio.ensure_future(self._inner_shutdown(tasks.get("workflows")))
             steps.append(inner)
         if self._activity_side is not None:
-            # Local activities run in the pool too: it stops once temporalio's worker is done.
+            # Local activities run in the pool too: it stops once temporalio's worker is
+            # done, unless the activity side failed (a crash loop: no child may come back
+            # for the local activities waiting for one).
+            failed = "activities" in tasks and tasks["activities"].done()
+            wait_for_local = self._local_in_pool is not None and not failed
             steps.append(
                 self._activity_side.shutdown(
                     self._graceful.total_seconds(),
-                    before_close=inner if self._local_in_pool is not None else None,
+                    before_close=inner if wait_for_local else None,
                 )
             )
         results = await asyncio.gather(*steps, return_exceptions=True)

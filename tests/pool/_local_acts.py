@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from datetime import timedelta
 from typing import Any
@@ -100,6 +101,11 @@ class Remote:
     @workflow.run
     async def run(self) -> int:
         return await workflow.execute_activity(noop, start_to_close_timeout=timedelta(seconds=30))
+
+
+@activity.defn
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @activity.defn

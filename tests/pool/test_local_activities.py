@@ -31,6 +31,7 @@ _ACTIVITIES = [
     L.wait_for_cancel,
     L.ignore_cancel,
     L.hold,
+    L.die,
     A.fail_application,
 ]
 _WORKFLOWS = [L.Local, L.LocalFanOut, L.Remote]
@@ -219,6 +220,21 @@ async def test_local_activity_cancelled_while_waiting_for_a_child_never_runs(
         snapshot = worker.process_pool.snapshot()
         assert [child.tasks_done for child in snapshot.children] == [1]
         await _remote_still_runs(client, task_queue, worker)
+
+
+async def test_crash_loop_fails_the_worker_with_local_activities_waiting(client, task_queue):
+    # Two deaths make a crash loop: no child comes back for the third attempt, and the
+    # worker must fail rather than wait for it.
+    config = pool.PoolConfig(crash_loop_max_deaths=1)
+    worker = _worker(client, task_queue, processes=1, pool_config=config)
+    run = asyncio.ensure_future(worker.run())
+    await worker.wait_ready()
+    await client.start_workflow(
+        L.Local.run, args=["die", [], 5], id=workflow_id(), task_queue=task_queue
+    )
+    with pytest.raises(pool.CrashLoopError):
+        await asyncio.wait_for(run, timeout=30)
+    assert worker.is_shutdown
 
 
 async def test_failure_raised_in_the_child_reaches_the_workflow_whole(client, task_queue):
