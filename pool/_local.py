@@ -214,11 +214,13 @@ class LocalActivityExecutor(concurrent.futures.Executor):
             lambda: loop.call_soon_threadsafe(self._pool.broadcast_shutdown)
         )
         self._runs.add(run)
-        run.task = loop.create_task(
-            self._run(run, call["args"]), name=f"local-activity:{run.info.activity_type}"
-        )
+        # Watched before the task exists: a cancel that came first (while temporalio
+        # decoded the arguments) is handled before the task starts, so it claims nothing.
         _watched(call["cancelled_event"]).watch(
             lambda: loop.call_soon_threadsafe(self._cancel, run)
+        )
+        run.task = loop.create_task(
+            self._run(run, call["args"]), name=f"local-activity:{run.info.activity_type}"
         )
         return run.future
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import inspect
 import os
 import signal
@@ -14,12 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
+import temporalio.activity
+import temporalio.converter
 import temporalio.worker._activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.testing import ActivityEnvironment
 
 import pool
-from pool._local import EXECUTE_PARAMETERS
+from pool._local import EXECUTE_PARAMETERS, LocalActivityExecutor
+from runner import RunTask, TaskDone
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _activities as A
 from tests.pool import _local_acts as L
@@ -92,6 +97,168 @@ def test_temporalio_still_submits_the_call_the_adapter_reads():
     parameters = inspect.signature(temporalio.worker._activity._execute_sync_activity).parameters
     assert set(EXECUTE_PARAMETERS) <= set(parameters)
     assert parameters["args"].kind is inspect.Parameter.VAR_POSITIONAL
+
+
+# -- the adapter against a fake pool (no processes, no server) ---------------------------
+
+
+class _FakePool:
+    """Records what the adapter asks of a ProcessPool; ``free`` children start tasks at
+    once, later ones wait until the test calls ``free_one()``."""
+
+    def __init__(self, free: int = 1) -> None:
+        self.free = free
+        self.claims = 0
+        self.tasks: list[RunTask] = []
+        self.done: dict[int, asyncio.Future[TaskDone]] = {}
+        self.cancels: list[tuple[int, int, object, str]] = []
+        self.shutdowns = 0
+        self._freed = asyncio.Event()
+
+    def claim(self) -> None:
+        self.claims += 1
+
+    async def run(self, task: RunTask, *, reserved: bool) -> tuple[int, asyncio.Future[TaskDone]]:
+        assert reserved
+        while self.free == 0:
+            self._freed.clear()
+            try:
+                await self._freed.wait()
+            except asyncio.CancelledError:
+                self.claims -= 1  # the real pool gives the promise back
+                raise
+        self.free -= 1
+        self.claims -= 1
+        self.tasks.append(task)
+        self.done[task.task_id] = asyncio.get_running_loop().create_future()
+        return 4242, self.done[task.task_id]
+
+    def free_one(self) -> None:
+        self.free += 1
+        self._freed.set()
+
+    def cancel(self, pid: int, task_id: int, details: object, reason: str) -> None:
+        self.cancels.append((pid, task_id, details, reason))
+
+    def broadcast_shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+@dataclasses.dataclass
+class _Call:
+    """One call temporalio would make: its events, details holder and future."""
+
+    executor: LocalActivityExecutor
+    cancelled: object
+    shutdown: object
+    holder: temporalio.activity._ActivityCancellationDetailsHolder
+    future: asyncio.Future
+
+
+def _submit(executor: LocalActivityExecutor, *args: object, cancel_first: bool = False) -> _Call:
+    info = dataclasses.replace(ActivityEnvironment.default_info(), activity_type="noop")
+    cancelled = executor.shared_state.new_event()
+    if cancel_first:
+        cancelled.set()  # a cancel that came while temporalio decoded the arguments
+    shutdown = executor.shared_state.new_event()
+    holder = temporalio.activity._ActivityCancellationDetailsHolder()
+    future = asyncio.get_running_loop().run_in_executor(
+        executor,
+        temporalio.worker._activity._execute_sync_activity,
+        info,
+        None,  # heartbeat sender
+        None,  # thread raiser
+        cancelled,
+        shutdown,
+        temporalio.converter.DataConverter.default.payload_converter_class,
+        None,  # metric meter
+        holder,
+        L.noop,
+        *args,
+    )
+    return _Call(executor, cancelled, shutdown, holder, future)
+
+
+def _executor(fake: _FakePool) -> LocalActivityExecutor:
+    return LocalActivityExecutor(fake, temporalio.converter.DataConverter.default)  # type: ignore[arg-type]
+
+
+async def _until(condition) -> None:
+    await async_assert_eventually(condition, timeout=5, interval=0.001)
+
+
+async def test_adapter_sends_the_task_and_returns_its_value():
+    fake = _FakePool()
+    call = _submit(_executor(fake), 1, "two")
+    await _until(lambda: fake.tasks)
+    assert call.executor.running == 1
+    [task] = fake.tasks
+    assert (task.activity_type, task.args) == ("noop", (1, "two"))
+    fake.done[task.task_id].set_result(TaskDone(task_id=task.task_id, outcome="completed", value=7))
+    assert await call.future == 7
+    assert fake.claims == 0
+    assert call.executor.running == 0
+
+
+async def test_adapter_cancel_event_cancels_the_running_child_task():
+    fake = _FakePool()
+    call = _submit(_executor(fake))
+    await _until(lambda: fake.tasks)
+    details = temporalio.activity.ActivityCancellationDetails(cancel_requested=True)
+    call.holder.details = details
+    call.cancelled.set()
+    await _until(lambda: fake.cancels)
+    assert fake.cancels == [(4242, fake.tasks[0].task_id, details, "its workflow cancelled it")]
+
+
+async def test_adapter_cancelling_the_future_cancels_the_child_task():
+    fake = _FakePool()
+    call = _submit(_executor(fake))
+    await _until(lambda: fake.tasks)
+    call.future.cancel()
+    await _until(lambda: fake.cancels)
+    assert fake.cancels[0][:2] == (4242, fake.tasks[0].task_id)
+
+
+async def test_adapter_cancel_while_waiting_for_a_child_gives_the_claim_back():
+    fake = _FakePool(free=0)
+    call = _submit(_executor(fake))
+    await _until(lambda: fake.claims == 1)
+    assert repr(call.executor) == (
+        "<LocalActivityExecutor [Local activities: 0 running, 1 waiting for a child]>"
+    )
+    call.cancelled.set()
+    with pytest.raises(CancelledError):
+        await call.future
+    assert fake.claims == 0 and fake.tasks == [] and fake.cancels == []
+    fake.free_one()  # nothing left to take it
+
+
+async def test_adapter_cancel_before_start_claims_nothing():
+    fake = _FakePool()
+    executor = _executor(fake)
+    call = _submit(executor, cancel_first=True)
+    with pytest.raises(CancelledError):
+        await call.future
+    assert fake.claims == 0 and fake.tasks == []
+
+
+async def test_adapter_worker_shutdown_event_reaches_the_children():
+    fake = _FakePool()
+    call = _submit(_executor(fake))
+    call.shutdown.set()
+    await _until(lambda: fake.shutdowns == 1)
+    await _until(lambda: fake.tasks)
+    fake.done[fake.tasks[0].task_id].set_result(
+        TaskDone(task_id=fake.tasks[0].task_id, outcome="completed")
+    )
+    assert await call.future is None
+
+
+async def test_adapter_refuses_other_callables():
+    executor = _executor(_FakePool())
+    with pytest.raises(TypeError, match="sync local activities only"):
+        executor.submit(print, "hello")
 
 
 async def test_cpu_heavy_local_activity_leaves_remote_activities_prompt(
