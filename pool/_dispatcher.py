@@ -1,10 +1,12 @@
 """The dispatcher: one polled task in, exactly one outcome out.
 
-    poll response ─▶ decode args (codec in the parent) ─▶ route by activity kind
+    poll response ─▶ decode args (codec in the parent) ─▶ activity context set
+    ─▶ interceptor chain (a task on this loop) ─▶ its innermost step, by activity kind
         sync, process pool  ─▶ ProcessPool.run ─▶ child ─▶ TaskDone / death / kill
         sync, thread pool   ─▶ executor thread (CancelledError raised in the thread)
-        async               ─▶ a task on this loop
-    ─▶ outcome ─▶ RespondActivityTask{Completed,Failed,Canceled} (or nothing)
+        async               ─▶ awaited in the chain's task
+    ─▶ value or error ─▶ outcome (stock's log line) ─▶
+       RespondActivityTask{Completed,Failed,Canceled} (or nothing)
 
 Cancellation from every source (heartbeat answers, local deadlines, worker
 shutdown) enters through :meth:`Dispatcher.cancel`; the first reason wins and
@@ -16,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextvars
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -31,8 +34,9 @@ import temporalio.client
 import temporalio.common
 import temporalio.converter
 import temporalio.exceptions
+import temporalio.worker
 from google.protobuf import duration_pb2, timestamp_pb2
-from temporalio.api.common.v1 import Payloads
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import ActivityTaskFailedCause
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.workflowservice.v1 import (
@@ -44,9 +48,10 @@ from temporalio.api.workflowservice.v1 import (
 
 from runner import RunTask, TaskDone, _context
 
-from ._codec import encode_failure_payloads, encode_payloads
+from ._codec import encode_payloads
 from ._errors import ChildProcessDied
 from ._heartbeats import HeartbeatManager, throttle_interval
+from ._interceptors import Innermost, Outbound, build_chain
 from ._poller import Slots
 from ._service import ActivityService, describe_rpc_error
 from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
@@ -57,6 +62,8 @@ __all__ = ["DispatchSettings", "Dispatcher", "RunningTask", "cancel_outcome"]
 logger = logging.getLogger("pool.dispatcher")
 
 Details = temporalio.activity.ActivityCancellationDetails
+# What a cancelled async activity's CancelledError says (stock's words).
+_CANCEL_MESSAGE = "Activity cancelled"
 # Core's cause for a failure the activity raised (nothing more specific applies).
 _UNHANDLED = ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_ACTIVITY_WORKER_UNHANDLED_FAILURE
 
@@ -92,7 +99,12 @@ class _Task:
     async_cancelled: asyncio.Event | None = None
     holder: Any = None
     thread_raiser: ThreadCancelRaiser | None = None
-    async_task: asyncio.Task[Any] | None = None
+    async_task: asyncio.Task[Any] | None = None  # the interceptor chain, for every kind
+    # the chain
+    context: Any = None  # the activity context the chain runs in
+    innermost: Innermost | None = None
+    reserved_child: bool = False  # a child is promised to this task until run() takes it
+    label: str = ""  # killed / crashed: how a child's end is counted
 
 
 class RunningTask(NamedTuple):
@@ -150,6 +162,28 @@ def cancel_outcome(details: Details) -> tuple[str, BaseException | None]:
     return "failed", temporalio.exceptions.ApplicationError("Activity was cancelled")
 
 
+class ChildTraceback(Exception):
+    """The traceback of an error raised in a child, as the cause of its copy here
+    (``concurrent.futures`` does the same for a ``ProcessPoolExecutor``)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\nTraceback in the child:\n{self.text}"""'
+
+
+def _decode_failure(data: bytes, dc: temporalio.converter.DataConverter) -> BaseException:
+    """A failure a child encoded (payload converter only) as the error it stands for.
+    The error keeps the proto, so reporting it again sends the child's failure as is."""
+    failure = Failure.FromString(data)
+    error = dc.failure_converter.from_failure(failure, dc.payload_converter)
+    if failure.stack_trace and error.__cause__ is None:
+        error.__cause__ = ChildTraceback(failure.stack_trace)
+    return error
+
+
 def _ts(ts: timestamp_pb2.Timestamp) -> datetime:
     return ts.ToDatetime().replace(tzinfo=timezone.utc)
 
@@ -180,6 +214,8 @@ class Dispatcher:
         release_slot: Callable[[], None],
         metric_meter: temporalio.common.MetricMeter | None,
         type_limits: Mapping[str, int] | None = None,
+        interceptors: Sequence[temporalio.worker.Interceptor] = (),
+        decode_headers: bool = False,
     ) -> None:
         self._service = service
         self._settings = settings
@@ -192,6 +228,8 @@ class Dispatcher:
         self._shared_state = shared_state
         self._release_slot = release_slot
         self._metric_meter = metric_meter
+        self._interceptors = list(interceptors)
+        self._decode_headers = decode_headers
         # Per-activity-type concurrency limits: a semaphore per limited type.
         self._type_slots = {name: Slots(limit) for name, limit in (type_limits or {}).items()}
         self._ids = itertools.count(1)
@@ -301,7 +339,7 @@ class Dispatcher:
             if task.async_cancelled is not None:
                 task.async_cancelled.set()
             if task.async_task is not None:
-                task.async_task.cancel()
+                task.async_task.cancel(_CANCEL_MESSAGE)
 
     # -- heartbeat plumbing ------------------------------------------------------------
 
@@ -323,14 +361,31 @@ class Dispatcher:
     def child_heartbeat(self, token: bytes, data: bytes) -> None:
         """Details a child shipped through the shared state manager (already payloads)."""
         task = self._tasks.get(token)
-        if task is None:
+        if task is not None:
+            self._child_details(task, Payloads.FromString(data), record=True)
+
+    def _child_details(self, task: _Task, payloads: Payloads, *, record: bool) -> None:
+        """A child's heartbeat details. When an interceptor wraps the outbound side they
+        pass through its ``heartbeat()`` as Python values, as stock's do; otherwise the
+        payloads go straight to the heartbeat manager (``record``) or the final report."""
+        innermost = task.innermost
+        if innermost is not None and innermost.intercepted and innermost.heartbeat is not None:
+            try:
+                details = self._dc.payload_converter.from_payloads(list(payloads.payloads))
+            except Exception as err:
+                task.heartbeat_error = err
+                self.cancel(task.token, Details(), "its heartbeat details could not be decoded")
+                return
+            with _context.activated(task.context):
+                innermost.heartbeat(*details)
             return
-        payloads = Payloads.FromString(data)
         task.last_heartbeat = payloads
-        self._record_heartbeat(task, payloads)
+        if record:
+            self._record_heartbeat(task, payloads)
 
     def parent_heartbeat(self, task: _Task, details: tuple[Any, ...]) -> None:
-        """``activity.heartbeat()`` from an async or thread activity in this process."""
+        """The end of the outbound chain: ``activity.heartbeat()`` in this process, or a
+        child's details that passed through an interceptor."""
         if self._tasks.get(task.token) is not task:
             return
         try:
@@ -431,7 +486,7 @@ class Dispatcher:
             if defn is None:
                 names = ", ".join(sorted(self._activities)) or "(none)"
                 where = resp.workflow_execution.workflow_id
-                return await self._failed(
+                return await self._activity_failed(
                     task,
                     temporalio.exceptions.ApplicationError(
                         f"Activity function {task.activity_type} for workflow {where} is not "
@@ -466,7 +521,7 @@ class Dispatcher:
                     f"Failed decoding arguments: {type(err).__name__}: {err}"
                 )
                 error.__cause__ = err
-                return await self._failed(task, error, dc)
+                return await self._activity_failed(task, error, dc)
             if not defn.name:
                 args = [args]
             try:
@@ -481,7 +536,7 @@ class Dispatcher:
                     non_retryable=True,
                 )
                 error.__cause__ = err
-                return await self._failed(task, error, dc)
+                return await self._activity_failed(task, error, dc)
             info = self._build_info(resp, task.token, heartbeat_details)
             task.info = info
             if self.on_schedule_to_start is not None:
@@ -512,12 +567,12 @@ class Dispatcher:
                 task.cancel_reason = "the worker is shutting down"
             started = time.monotonic()
             self.started[task.activity_type] += 1
+            headers = await self._headers(resp, dc)
+            task.reserved_child, reserved_child = reserved_child, False
             try:
-                if kind == "process":
-                    reserved, reserved_child = reserved_child, False  # run() consumes it
-                    return await self._run_in_child(task, info, args, dc, reserved)
-                return await self._run_in_parent(task, defn, info, args, dc)
+                return await self._run_chain(task, defn, args, headers, dc)
             finally:
+                reserved_child, task.reserved_child = task.reserved_child, False
                 if self.on_run_time is not None:
                     self.on_run_time(task.activity_type, time.monotonic() - started)
                 if type_slots is not None:
@@ -546,6 +601,18 @@ class Dispatcher:
         )
         await type_slots.acquire()
         return False
+
+    async def _headers(
+        self, resp: PollActivityTaskQueueResponse, dc: temporalio.converter.DataConverter
+    ) -> dict[str, Payload]:
+        """The task's headers for the interceptors, through the codec when the client's
+        ``header_codec_behavior`` says so."""
+        headers = dict(resp.header.fields)
+        if self._decode_headers and dc.payload_codec is not None and headers:
+            names = list(headers)
+            decoded = await dc.payload_codec.decode([headers[name] for name in names])
+            headers = dict(zip(names, decoded, strict=True))
+        return headers
 
     def _build_info(
         self, resp: PollActivityTaskQueueResponse, token: bytes, heartbeat_details: list[Any]
@@ -577,15 +644,101 @@ class Dispatcher:
             activity_run_id=None if by_workflow else (resp.activity_run_id or None),
         )
 
+    async def _run_chain(
+        self,
+        task: _Task,
+        defn: temporalio.activity._Definition,
+        args: list[Any],
+        headers: Mapping[str, Payload],
+        dc: temporalio.converter.DataConverter,
+    ) -> _Outcome:
+        """Run the interceptor chain (its innermost step runs the activity) in a task
+        of its own, with the activity context set, then turn its end into an outcome."""
+        info = task.info
+        assert info is not None
+        task.thread_cancelled = threading.Event()
+        task.holder = _context.new_cancellation_holder()
+        if task.cancel is not None:
+            task.holder.details = task.cancel
+            task.thread_cancelled.set()
+        if task.kind == "async":
+            task.async_cancelled = asyncio.Event()
+            if task.cancel is not None:
+                task.async_cancelled.set()
+        if task.kind == "thread" and not defn.no_thread_cancel_exception:
+            task.thread_raiser = ThreadCancelRaiser()
+            if task.cancel is not None:
+                task.thread_raiser.request()
+        # The context lives in this handler task: the chain's task copies it, and the
+        # outcome's log lines below carry the activity's fields, as stock's do.
+        _context.enter_activity_context(
+            info=info,
+            heartbeat=lambda *details: self.parent_heartbeat(task, details),
+            cancelled_event=task.thread_cancelled,
+            worker_shutdown_event=self._shutdown_thread_event,
+            shield=task.thread_raiser.shielded if task.thread_raiser else None,
+            payload_converter=dc.payload_converter,
+            cancellation_details=task.holder,
+            async_cancelled_event=task.async_cancelled,
+            async_worker_shutdown_event=self._shutdown_async_event,
+            metric_meter=self._metric_meter,
+            client=self.client if task.kind == "async" else None,
+        )
+        task.context = _context.current_context()
+        innermost = Innermost(lambda input: self._run_kind(task, input, dc))
+        task.innermost = innermost
+        chain = build_chain(self._interceptors, innermost)
+        outbound = Outbound(info, lambda *details: self.parent_heartbeat(task, details))
+        activity_input = temporalio.worker.ExecuteActivityInput(
+            fn=defn.fn,
+            args=args,
+            executor=self._threads if task.kind == "thread" else None,
+            headers=headers,
+        )
+
+        async def run() -> Any:
+            temporalio.activity.logger.debug("Starting activity")
+            chain.init(outbound)
+            return await chain.execute_activity(activity_input)
+
+        task.async_task = asyncio.create_task(run(), name=f"activity:{task.activity_type}")
+        if task.cancel is not None and task.kind == "async":
+            task.async_task.cancel(_CANCEL_MESSAGE)
+        try:
+            try:
+                value = await asyncio.shield(task.async_task)
+            except asyncio.CancelledError:
+                if not task.async_task.cancelled():
+                    raise  # we ourselves were cancelled
+                raise temporalio.exceptions.CancelledError("Cancelled") from None
+        except _context.CompleteAsyncError:
+            temporalio.activity.logger.debug("Completing asynchronously")
+            return _Outcome("none", label="complete_async")
+        except BaseException as err:
+            return await self._from_error(task, err, dc)
+        return await self._completed(task, value, dc)
+
+    async def _run_kind(
+        self,
+        task: _Task,
+        input: temporalio.worker.ExecuteActivityInput,
+        dc: temporalio.converter.DataConverter,
+    ) -> Any:
+        """The chain's innermost step: the child, a thread or this loop."""
+        if task.kind == "process":
+            return await self._run_in_child(task, input, dc)
+        if task.kind == "thread":
+            return await self._run_in_thread(task, input)
+        return await input.fn(*input.args)
+
     async def _run_in_child(
         self,
         task: _Task,
-        info: temporalio.activity.Info,
-        args: list[Any],
+        input: temporalio.worker.ExecuteActivityInput,
         dc: temporalio.converter.DataConverter,
-        reserved: bool,
-    ) -> _Outcome:
+    ) -> Any:
         assert self._pool is not None and self._shared_state is not None
+        assert task.info is not None
         loop = asyncio.get_running_loop()
         token = task.token
 
@@ -596,51 +749,24 @@ class Dispatcher:
         await self._shared_state.register_heartbeater(token, on_heartbeat)
         done: TaskDone | None = None
         try:
+            reserved, task.reserved_child = task.reserved_child, False  # run() consumes it
             run = RunTask(
                 task_id=task.id,
                 activity_type=task.activity_type,
-                args=tuple(args),
-                info=info,
+                args=tuple(input.args),
+                info=task.info,
                 heartbeat_interval=task.throttle,
             )
             try:
                 pid, future = await self._pool.run(run, reserved=reserved)
             except TaskTransferError as err:
-                return await self._failed(
-                    task,
-                    temporalio.exceptions.ApplicationError(str(err), type="ArgumentTransferError"),
-                    dc,
-                )
+                raise temporalio.exceptions.ApplicationError(
+                    str(err), type="ArgumentTransferError"
+                ) from None
             task.pid = pid
             if task.cancel is not None:
                 self._deliver_cancel(task)
-            try:
-                done = await future
-            except ChildMemoryExceeded as err:
-                return await self._failed(
-                    task,
-                    temporalio.exceptions.ApplicationError(str(err), type="ChildMemoryExceeded"),
-                    dc,
-                    label="killed",
-                )
-            except ChildKilled as err:
-                if task.cancel is not None:
-                    return await self._cancelled(task, None, dc, label="killed")
-                return await self._failed(
-                    task,
-                    temporalio.exceptions.ApplicationError(str(err), type="ChildKilled"),
-                    dc,
-                    label="killed",
-                )
-            except ChildProcessDied as err:
-                if task.cancel is not None and (task.cancel.not_found or task.cancel.timed_out):
-                    return _Outcome("none", label="crashed")
-                return await self._failed(
-                    task,
-                    temporalio.exceptions.ApplicationError(str(err), type="ChildProcessDied"),
-                    dc,
-                    label="crashed",
-                )
+            done = await self._child_done(task, future)
         finally:
             forget = getattr(self._shared_state, "forget_heartbeater", None)
             silent = done is not None and done.last_heartbeat is None and not done.heartbeat_error
@@ -648,118 +774,134 @@ class Dispatcher:
                 forget(token)  # it never heartbeated: nothing to flush
             else:
                 await self._shared_state.unregister_heartbeater(token)
-        return await self._from_child(task, done, dc)
+        return self._from_child(task, done, dc)
 
-    async def _from_child(
+    async def _child_done(self, task: _Task, future: Awaitable[TaskDone]) -> TaskDone:
+        """Wait for the child's answer; its death or kill becomes the activity's error."""
+        try:
+            return await future
+        except ChildMemoryExceeded as err:
+            task.label = "killed"
+            raise temporalio.exceptions.ApplicationError(
+                str(err), type="ChildMemoryExceeded"
+            ) from None
+        except ChildKilled as err:
+            task.label = "killed"
+            if task.cancel is not None:
+                raise temporalio.exceptions.CancelledError("Cancelled") from None
+            raise temporalio.exceptions.ApplicationError(str(err), type="ChildKilled") from None
+        except ChildProcessDied as err:
+            task.label = "crashed"
+            raise temporalio.exceptions.ApplicationError(
+                str(err), type="ChildProcessDied"
+            ) from None
+
+    def _from_child(
         self, task: _Task, done: TaskDone, dc: temporalio.converter.DataConverter
-    ) -> _Outcome:
+    ) -> Any:
+        """The child's answer as the activity's return value or raised error."""
         if done.last_heartbeat is not None:
-            task.last_heartbeat = Payloads.FromString(done.last_heartbeat)
+            self._child_details(task, Payloads.FromString(done.last_heartbeat), record=False)
         if done.heartbeat_error is not None:
-            return await self._failed_proto(task, Failure.FromString(done.heartbeat_error), dc)
+            task.heartbeat_error = _decode_failure(done.heartbeat_error, dc)
+            raise task.heartbeat_error
         if done.outcome == "completed":
-            return await self._completed(task, done.value, dc)
+            return done.value
         if done.outcome == "complete_async":
-            return _Outcome("none", label="complete_async")
-        failure = Failure.FromString(done.failure or b"")
-        if done.outcome == "cancelled" and task.cancel is not None:
-            return await self._cancelled(task, failure, dc)
-        return await self._failed_proto(task, failure, dc)
+            raise _context.CompleteAsyncError()
+        raise _decode_failure(done.failure or b"", dc)
 
-    async def _run_in_parent(
-        self,
-        task: _Task,
-        defn: temporalio.activity._Definition,
-        info: temporalio.activity.Info,
-        args: list[Any],
-        dc: temporalio.converter.DataConverter,
-    ) -> _Outcome:
+    async def _run_in_thread(
+        self, task: _Task, input: temporalio.worker.ExecuteActivityInput
+    ) -> Any:
+        assert self._threads is not None and task.innermost is not None
         loop = asyncio.get_running_loop()
-        task.thread_cancelled = threading.Event()
-        task.holder = _context.new_cancellation_holder()
-        if task.cancel is not None:
-            task.holder.details = task.cancel
-            task.thread_cancelled.set()
+        # The thread's heartbeats go through the outbound chain, on this loop, in the
+        # activity context (stock does the same).
+        chain_heartbeat = task.innermost.heartbeat
+        assert chain_heartbeat is not None
+        context = contextvars.copy_context()
+
+        def heartbeat(*details: Any) -> None:
+            loop.call_soon_threadsafe(lambda: chain_heartbeat(*details), context=context)
+
+        assert task.info is not None and task.holder is not None
+        assert task.thread_cancelled is not None
         context_kwargs: dict[str, Any] = {
-            "info": info,
+            "info": task.info,
+            "heartbeat": heartbeat,
             "cancelled_event": task.thread_cancelled,
             "worker_shutdown_event": self._shutdown_thread_event,
-            "payload_converter": dc.payload_converter,
+            "shield": task.thread_raiser.shielded if task.thread_raiser else None,
+            "payload_converter": _context.current_context().payload_converter,
             "cancellation_details": task.holder,
+            "metric_meter": self._metric_meter,
         }
-        try:
-            if task.kind == "thread":
-                assert self._threads is not None
-                if not defn.no_thread_cancel_exception:
-                    task.thread_raiser = ThreadCancelRaiser()
-                    if task.cancel is not None:
-                        task.thread_raiser.request()
+        return await loop.run_in_executor(
+            self._threads,
+            run_in_thread,
+            context_kwargs,
+            task.thread_raiser,
+            input.fn,
+            tuple(input.args),
+        )
 
-                def heartbeat(*details: Any) -> None:
-                    loop.call_soon_threadsafe(self.parent_heartbeat, task, details)
-
-                context_kwargs.update(
-                    heartbeat=heartbeat,
-                    shield=task.thread_raiser.shielded if task.thread_raiser else None,
-                    metric_meter=self._metric_meter,
-                )
-                value = await loop.run_in_executor(
-                    self._threads,
-                    run_in_thread,
-                    context_kwargs,
-                    task.thread_raiser,
-                    defn.fn,
-                    tuple(args),
-                )
-            else:
-                task.async_cancelled = asyncio.Event()
-                if task.cancel is not None:
-                    task.async_cancelled.set()
-                context_kwargs.update(
-                    heartbeat=lambda *details: self.parent_heartbeat(task, details),
-                    shield=None,
-                    async_cancelled_event=task.async_cancelled,
-                    async_worker_shutdown_event=self._shutdown_async_event,
-                    metric_meter=self._metric_meter,
-                    client=self.client,
-                )
-
-                async def run_async() -> Any:
-                    _context.enter_activity_context(**context_kwargs)
-                    return await defn.fn(*args)
-
-                task.async_task = asyncio.create_task(
-                    run_async(), name=f"activity:{task.activity_type}"
-                )
-                if task.cancel is not None:
-                    task.async_task.cancel()
-                try:
-                    value = await asyncio.shield(task.async_task)
-                except asyncio.CancelledError:
-                    if not task.async_task.cancelled():
-                        raise  # we ourselves were cancelled
-                    raise temporalio.exceptions.CancelledError("Cancelled") from None
-        except _context.CompleteAsyncError:
-            return _Outcome("none", label="complete_async")
-        except BaseException as err:
-            if task.heartbeat_error is not None:
-                error = temporalio.exceptions.ApplicationError(
-                    "Heartbeat details could not be converted to payloads: "
-                    f"{type(task.heartbeat_error).__name__}: {task.heartbeat_error}",
-                    type="HeartbeatConversionError",
-                )
-                return await self._failed(task, error, dc)
-            if task.cancel is not None and isinstance(
-                err, (temporalio.exceptions.CancelledError, asyncio.CancelledError)
-            ):
-                return await self._cancelled(task, None, dc)
-            if not isinstance(err, Exception):
-                raise
-            logger.warning(
-                "Activity %s failed", task.activity_type, exc_info=True, extra=_log_context(task)
+    async def _from_error(
+        self, task: _Task, err: BaseException, dc: temporalio.converter.DataConverter
+    ) -> _Outcome:
+        """How an activity that raised is reported, with stock's log line for each case."""
+        log = temporalio.activity.logger
+        cancelled = isinstance(err, (temporalio.exceptions.CancelledError, asyncio.CancelledError))
+        if task.heartbeat_error is not None:
+            error = task.heartbeat_error
+            log.warning(
+                f"Completing as failure during heartbeat with error of type {type(error)}: {error}"
             )
-            return await self._failed(task, err, dc)
-        return await self._completed(task, value, dc)
+            return await self._failed(task, error, dc)
+        if task.cancel is not None and (cancelled or task.label):
+            kind, reported = cancel_outcome(task.cancel)
+            if kind == "none":
+                default = "timed_out" if task.cancel.timed_out else "not_found"
+                return _Outcome("none", label=task.label or default)
+            if kind == "failed":
+                assert reported is not None
+                if task.cancel.paused or task.cancel.reset:
+                    cause = "pause" if task.cancel.paused else "reset"
+                    log.warning(
+                        "Completing as failure due to unhandled cancel error produced by "
+                        f"activity {cause}"
+                    )
+                return await self._failed(task, reported, dc, label=task.label or "cancelled")
+            log.debug("Completing as cancelled")
+            if not isinstance(err, temporalio.exceptions.CancelledError):
+                err = temporalio.exceptions.CancelledError("Cancelled")
+            failure = Failure()
+            await dc.encode_failure(err, failure)
+            if not failure.HasField("canceled_failure_info"):
+                failure.Clear()
+                await dc.encode_failure(temporalio.exceptions.CancelledError("Cancelled"), failure)
+            return _Outcome("cancelled", failure=failure, label=task.label or "cancelled")
+        return await self._activity_failed(task, err, dc)
+
+    async def _activity_failed(
+        self,
+        task: _Task,
+        err: BaseException,
+        dc: temporalio.converter.DataConverter | None = None,
+    ) -> _Outcome:
+        """Stock's "Completing activity as failed" (DEBUG for a benign error), then the
+        failure report."""
+        benign = (
+            isinstance(err, temporalio.exceptions.ApplicationError)
+            and err.category == temporalio.exceptions.ApplicationErrorCategory.BENIGN
+        )
+        temporalio.activity.logger.log(
+            logging.DEBUG if benign else logging.WARNING,
+            "Completing activity as failed",
+            exc_info=err,
+            extra={"__temporal_error_identifier": "ActivityFailure", **_log_context(task)},
+        )
+        return await self._failed(task, err, dc, label=task.label or "failed")
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -808,33 +950,6 @@ class Dispatcher:
             failure.message = f"Failed building exception result: {inner}"
             failure.application_failure_info.SetInParent()
         return _Outcome("failed", failure=failure, label=label)
-
-    async def _failed_proto(
-        self, task: _Task, failure: Failure, dc: temporalio.converter.DataConverter
-    ) -> _Outcome:
-        await encode_failure_payloads(dc, failure)
-        return _Outcome("failed", failure=failure, label="failed")
-
-    async def _cancelled(
-        self,
-        task: _Task,
-        failure: Failure | None,
-        dc: temporalio.converter.DataConverter,
-        label: str = "cancelled",
-    ) -> _Outcome:
-        assert task.cancel is not None
-        kind, error = cancel_outcome(task.cancel)
-        if kind == "none":
-            return _Outcome("none", label="timed_out" if task.cancel.timed_out else "not_found")
-        if kind == "failed":
-            assert error is not None
-            return await self._failed(task, error, dc, label=label)
-        if failure is None or not failure.HasField("canceled_failure_info"):
-            failure = Failure()
-            await dc.encode_failure(temporalio.exceptions.CancelledError("Cancelled"), failure)
-        else:
-            await encode_failure_payloads(dc, failure)
-        return _Outcome("cancelled", failure=failure, label=label)
 
     async def _report(self, task: _Task, outcome: _Outcome) -> None:
         self.stats[(task.activity_type, outcome.label or outcome.kind)] += 1

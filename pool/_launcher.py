@@ -473,12 +473,26 @@ def _add_server_parser(sub: Any) -> None:
     p.set_defaults(command=_cmd_server, command_name="server")
 
 
+def _version() -> str:
+    """This package's version, and temporalio's (the two a bug report needs)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("temporal-process-pool")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        ours = "(not installed)"
+    return f"{ours} (temporalio {version('temporalio')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pool",
         description="Temporal workers whose sync activities run in a supervised process pool.",
         epilog=_MAIN_EPILOG,
         formatter_class=_Formatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_run_parser(sub)
@@ -1325,4 +1339,14 @@ def exit_skipping_teardown(code: int) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """``python -m pool`` and the ``temporal-pool`` script: run, then exit with the code."""
+    _current_directory_importable()
     exit_skipping_teardown(run_cli(argv))
+
+
+def _current_directory_importable() -> None:
+    """``python -m`` puts the current directory first on ``sys.path``; a console script
+    puts its own bin directory there instead. Do as ``python -m`` does, so that
+    ``temporal-pool run app`` finds ``app.py`` exactly as ``python -m pool run app`` does."""
+    cwd = os.getcwd()
+    if not any(entry in ("", cwd) for entry in sys.path):
+        sys.path.insert(0, cwd)

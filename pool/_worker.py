@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -32,6 +33,7 @@ import temporalio.activity
 import temporalio.client
 import temporalio.common
 import temporalio.converter
+import temporalio.runtime
 import temporalio.worker
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.workflowservice.v1 import (
@@ -55,6 +57,7 @@ from runner import ActivitySpec
 from ._config import PoolConfig
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
+from ._interceptors import activity_interceptors
 from ._local import LocalActivityExecutor
 from ._poller import (
     Poller,
@@ -237,9 +240,51 @@ def _poller_count(max_concurrent_activity_task_polls: int | None, behavior: Poll
     return count
 
 
-def _intercepts_activities(interceptor: temporalio.worker.Interceptor) -> bool:
-    method = getattr(type(interceptor), "intercept_activity", None)
-    return method is not None and method is not temporalio.worker.Interceptor.intercept_activity
+def _runtime(client: temporalio.client.Client) -> temporalio.runtime.Runtime:
+    """The runtime the client's connection uses (its meter is the SDK's meter)."""
+    return client.service_client.config.runtime or temporalio.runtime.Runtime.default()
+
+
+class _Options:
+    """The constructor's options, read as attributes (after the plugins' changes)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:  # only for names no option has
+        raise AttributeError(f"pool.Worker has no option {name!r}")
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """Each constructor option's default, for an option a plugin dropped."""
+    parameters = inspect.signature(Worker.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def _worker_plugins(
+    client: temporalio.client.Client, plugins: Sequence[temporalio.worker.Plugin]
+) -> list[temporalio.worker.Plugin]:
+    """The client's worker plugins, then the worker's own, as the stock worker takes them."""
+    from_client = [p for p in client.config()["plugins"] if isinstance(p, temporalio.worker.Plugin)]
+    for plugin in from_client:
+        if type(plugin) in [type(p) for p in plugins]:
+            warnings.warn(
+                f"The same plugin type {type(plugin)} is present from both client and worker. "
+                "It may run twice and may not be the intended behavior.",
+                stacklevel=3,
+            )
+    return [*from_client, *plugins]
+
+
+def _without_plugins(client: temporalio.client.Client) -> temporalio.client.Client:
+    """The client for temporalio's inner worker: this worker already applied the
+    client's plugins (configure and run), so the inner one must not apply them again."""
+    if not client.config()["plugins"]:
+        return client
+    config = client.config(active_config=True)
+    config["plugins"] = []
+    return temporalio.client.Client(**config)
 
 
 class Worker:
@@ -308,28 +353,37 @@ class Worker:
         pool_config: PoolConfig | None = None,
         activity_type_limits: Mapping[str, int] | None = None,
     ) -> None:
-        self._config: dict[str, Any] = {
+        config: dict[str, Any] = {
             k: v for k, v in locals().items() if k not in ("self", "__class__")
         }
-        self._config["activities"] = list(activities)
-        self._config["workflows"] = list(workflows)
-        if not (activities or workflows or nexus_service_handlers):
+        self._initial_config = dict(config)
+        self._plugins = _worker_plugins(client, plugins)
+        for plugin in self._plugins:
+            config = dict(plugin.configure_worker(config))  # type: ignore[arg-type]
+        self._init_from_config(client, config)
+
+    def _init_from_config(self, client: temporalio.client.Client, config: dict[str, Any]) -> None:
+        """Build from the options as the plugins left them (stock does the same); a
+        plugin may drop a key: its default then applies."""
+        self._config = config
+        o = _Options({**_defaults(), **config})
+        if not (o.activities or o.workflows or o.nexus_service_handlers):
             raise ValueError("At least one activity, Nexus service, or workflow must be specified")
-        if tuner is not None and (
-            max_concurrent_workflow_tasks
-            or max_concurrent_activities
-            or max_concurrent_local_activities
-            or max_concurrent_nexus_tasks
+        if o.tuner is not None and (
+            o.max_concurrent_workflow_tasks
+            or o.max_concurrent_activities
+            or o.max_concurrent_local_activities
+            or o.max_concurrent_nexus_tasks
         ):
             raise ValueError(
                 "Cannot specify max_concurrent_workflow_tasks, max_concurrent_activities, "
                 "max_concurrent_local_activities, or max_concurrent_nexus_tasks when also "
                 "specifying tuner"
             )
-        if isinstance(activity_executor, ProcessPool) and pool_config is not None:
+        if isinstance(o.activity_executor, ProcessPool) and o.pool_config is not None:
             raise WorkerConfigError("pool_config goes to the ProcessPool itself, not both")
         dc = client.data_converter
-        if getattr(dc, "external_storage", None) is not None and activities:
+        if getattr(dc, "external_storage", None) is not None and o.activities:
             raise WorkerConfigError(
                 "The client's data converter uses external storage (experimental in temporalio); "
                 "pool.Worker does not support it for activities yet. Use a payload codec, or "
@@ -337,8 +391,8 @@ class Worker:
             )
 
         self._client = client
-        self._on_fatal_error = on_fatal_error
-        self._graceful = graceful_shutdown_timeout
+        self._on_fatal_error = o.on_fatal_error
+        self._graceful = o.graceful_shutdown_timeout
         self._started = False
         self._shutdown_requested = asyncio.Event()
         self._shutdown_complete = asyncio.Event()
@@ -350,62 +404,48 @@ class Worker:
 
         # -- activity side (ours) --
         self._activity_side: _ActivitySide | None = None
-        remote = bool(activities) and not no_remote_activities
+        remote = bool(o.activities) and not o.no_remote_activities
         if remote:
-            interceptors_all = [
-                *[
-                    i
-                    for i in client.config()["interceptors"]
-                    if isinstance(i, temporalio.worker.Interceptor)
-                ],
-                *interceptors,
-            ]
-            for interceptor in interceptors_all:
-                if _intercepts_activities(interceptor):
-                    raise WorkerConfigError(
-                        f"Interceptor {type(interceptor).__name__} intercepts activities; "
-                        "pool.Worker runs remote activities in child processes, where "
-                        "temporalio activity interceptors are not applied. Remove it from this "
-                        "worker (workflow interception still works with a separate interceptor) "
-                        "or run these activities with temporalio.worker.Worker."
-                    )
             plan = _plan_activities(
-                activities,
-                activity_executor,
-                processes,
-                pool_config,
-                _activity_slots(max_concurrent_activities, tuner),
-                _poller_count(max_concurrent_activity_task_polls, activity_task_poller_behavior),
-                activity_type_limits or {},
+                o.activities,
+                o.activity_executor,
+                o.processes,
+                o.pool_config,
+                _activity_slots(o.max_concurrent_activities, o.tuner),
+                _poller_count(
+                    o.max_concurrent_activity_task_polls, o.activity_task_poller_behavior
+                ),
+                o.activity_type_limits or {},
             )
-            if max_activities_per_second is not None and max_activities_per_second <= 0:
+            if o.max_activities_per_second is not None and o.max_activities_per_second <= 0:
                 raise WorkerConfigError("max_activities_per_second must be positive")
             if (
-                max_task_queue_activities_per_second is not None
-                and max_task_queue_activities_per_second <= 0
+                o.max_task_queue_activities_per_second is not None
+                and o.max_task_queue_activities_per_second <= 0
             ):
                 raise WorkerConfigError("max_task_queue_activities_per_second must be positive")
-            versioning_build_id = build_id if use_worker_versioning else None
-            if deployment_config is not None and deployment_config.use_worker_versioning:
-                versioning_build_id = deployment_config.version.build_id
+            versioning_build_id = o.build_id if o.use_worker_versioning else None
+            if o.deployment_config is not None and o.deployment_config.use_worker_versioning:
+                versioning_build_id = o.deployment_config.version.build_id
             self._activity_side = _ActivitySide(
                 client=client,
-                task_queue=task_queue,
-                identity=identity,
+                task_queue=o.task_queue,
+                identity=o.identity,
                 plan=plan,
-                shared_state_manager=shared_state_manager,
-                max_activities_per_second=max_activities_per_second,
-                max_task_queue_activities_per_second=max_task_queue_activities_per_second,
-                default_heartbeat_throttle=default_heartbeat_throttle_interval,
-                max_heartbeat_throttle=max_heartbeat_throttle_interval,
-                disable_payload_error_limit=disable_payload_error_limit,
+                shared_state_manager=o.shared_state_manager,
+                max_activities_per_second=o.max_activities_per_second,
+                max_task_queue_activities_per_second=o.max_task_queue_activities_per_second,
+                default_heartbeat_throttle=o.default_heartbeat_throttle_interval,
+                max_heartbeat_throttle=o.max_heartbeat_throttle_interval,
+                disable_payload_error_limit=o.disable_payload_error_limit,
                 build_id=versioning_build_id,
                 use_worker_versioning=bool(versioning_build_id),
                 local_timeout_buffer=(plan.pool.config if plan.pool else PoolConfig()).seconds(
                     "local_timeout_buffer"
                 ),
+                interceptors=activity_interceptors(client, o.interceptors),
             )
-        elif processes is not None or pool_config is not None or activity_type_limits:
+        elif o.processes is not None or o.pool_config is not None or o.activity_type_limits:
             raise WorkerConfigError(
                 "processes / pool_config / activity_type_limits were given but this worker "
                 "runs no remote activities (no activities, or no_remote_activities=True)"
@@ -415,19 +455,19 @@ class Worker:
         self._inner: temporalio.worker.Worker | None = None
         self._local_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._local_in_pool: LocalActivityExecutor | None = None
-        if workflows or nexus_service_handlers or plugins:
+        if o.workflows or o.nexus_service_handlers:
             local_executor: concurrent.futures.Executor | None = None
             local_shared_state: SharedStateManager | None = None
             has_sync = any(
                 not temporalio.activity._Definition.must_from_callable(a).is_async
-                for a in activities
+                for a in o.activities
             )
-            if workflows and activities and has_sync:
+            if o.workflows and o.activities and has_sync:
                 # Sync local activities: in the pool's children, or in threads when the
                 # user gave a ThreadPoolExecutor (or no pool runs).
                 pool_for_local = self.process_pool
-                if isinstance(activity_executor, concurrent.futures.ThreadPoolExecutor):
-                    local_executor = activity_executor
+                if isinstance(o.activity_executor, concurrent.futures.ThreadPoolExecutor):
+                    local_executor = o.activity_executor
                 elif pool_for_local is not None:
                     self._local_in_pool = LocalActivityExecutor(
                         pool_for_local, client.data_converter
@@ -436,72 +476,73 @@ class Worker:
                     local_shared_state = self._local_in_pool.shared_state
                 else:
                     self._local_executor = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=max_concurrent_local_activities or 16,
+                        max_workers=o.max_concurrent_local_activities or 16,
                         thread_name_prefix="local-activity",
                     )
                     local_executor = self._local_executor
-            inner_tuner = tuner
-            if tuner is not None:
-                supplier = tuner._get_activity_task_slot_supplier()
+            inner_tuner = o.tuner
+            if o.tuner is not None:
+                supplier = o.tuner._get_activity_task_slot_supplier()
                 if not isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
                     # The inner worker polls no activities: give it a harmless one.
                     inner_tuner = WorkerTuner.create_composite(
-                        workflow_supplier=tuner._get_workflow_task_slot_supplier(),
+                        workflow_supplier=o.tuner._get_workflow_task_slot_supplier(),
                         activity_supplier=temporalio.worker.FixedSizeSlotSupplier(1),
-                        local_activity_supplier=tuner._get_local_activity_task_slot_supplier(),
-                        nexus_supplier=tuner._get_nexus_slot_supplier(),
+                        local_activity_supplier=o.tuner._get_local_activity_task_slot_supplier(),
+                        nexus_supplier=o.tuner._get_nexus_slot_supplier(),
                     )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._inner = temporalio.worker.Worker(
-                    client,
-                    task_queue=task_queue,
-                    activities=list(activities) if workflows else [],
-                    nexus_service_handlers=nexus_service_handlers,
-                    workflows=workflows,
+                    _without_plugins(client),
+                    task_queue=o.task_queue,
+                    activities=list(o.activities) if o.workflows else [],
+                    nexus_service_handlers=o.nexus_service_handlers,
+                    workflows=o.workflows,
                     activity_executor=local_executor,
                     shared_state_manager=local_shared_state,
-                    workflow_task_executor=workflow_task_executor,
-                    nexus_task_executor=nexus_task_executor,
-                    workflow_runner=workflow_runner,
-                    unsandboxed_workflow_runner=unsandboxed_workflow_runner,
-                    plugins=plugins,
-                    interceptors=interceptors,
-                    build_id=build_id,
-                    identity=identity,
-                    max_cached_workflows=max_cached_workflows,
-                    max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
-                    max_concurrent_local_activities=max_concurrent_local_activities,
-                    max_concurrent_nexus_tasks=max_concurrent_nexus_tasks,
+                    workflow_task_executor=o.workflow_task_executor,
+                    nexus_task_executor=o.nexus_task_executor,
+                    workflow_runner=o.workflow_runner,
+                    unsandboxed_workflow_runner=o.unsandboxed_workflow_runner,
+                    plugins=[],
+                    interceptors=o.interceptors,
+                    build_id=o.build_id,
+                    identity=o.identity,
+                    max_cached_workflows=o.max_cached_workflows,
+                    max_concurrent_workflow_tasks=o.max_concurrent_workflow_tasks,
+                    max_concurrent_local_activities=o.max_concurrent_local_activities,
+                    max_concurrent_nexus_tasks=o.max_concurrent_nexus_tasks,
                     tuner=inner_tuner,
-                    max_concurrent_workflow_task_polls=max_concurrent_workflow_task_polls,
-                    nonsticky_to_sticky_poll_ratio=nonsticky_to_sticky_poll_ratio,
+                    max_concurrent_workflow_task_polls=o.max_concurrent_workflow_task_polls,
+                    nonsticky_to_sticky_poll_ratio=o.nonsticky_to_sticky_poll_ratio,
                     no_remote_activities=True,
-                    sticky_queue_schedule_to_start_timeout=sticky_queue_schedule_to_start_timeout,
-                    graceful_shutdown_timeout=graceful_shutdown_timeout,
-                    plugin_shutdown_timeout=plugin_shutdown_timeout,
-                    workflow_failure_exception_types=workflow_failure_exception_types,
-                    debug_mode=debug_mode,
+                    sticky_queue_schedule_to_start_timeout=o.sticky_queue_schedule_to_start_timeout,
+                    graceful_shutdown_timeout=o.graceful_shutdown_timeout,
+                    plugin_shutdown_timeout=o.plugin_shutdown_timeout,
+                    workflow_failure_exception_types=o.workflow_failure_exception_types,
+                    debug_mode=o.debug_mode,
                     # Eager activities would run in this process: the pool runs them.
                     disable_eager_activity_execution=True,
-                    max_eager_activity_reservations_per_workflow_task=max_eager_activity_reservations_per_workflow_task,
-                    use_worker_versioning=use_worker_versioning,
-                    disable_safe_workflow_eviction=disable_safe_workflow_eviction,
-                    deployment_config=deployment_config,
-                    patch_activation_callback=patch_activation_callback,
-                    workflow_task_poller_behavior=workflow_task_poller_behavior,
-                    nexus_task_poller_behavior=nexus_task_poller_behavior,
-                    disable_payload_error_limit=disable_payload_error_limit,
-                    max_workflow_task_external_storage_concurrency=max_workflow_task_external_storage_concurrency,
+                    max_eager_activity_reservations_per_workflow_task=o.max_eager_activity_reservations_per_workflow_task,
+                    use_worker_versioning=o.use_worker_versioning,
+                    disable_safe_workflow_eviction=o.disable_safe_workflow_eviction,
+                    deployment_config=o.deployment_config,
+                    patch_activation_callback=o.patch_activation_callback,
+                    workflow_task_poller_behavior=o.workflow_task_poller_behavior,
+                    nexus_task_poller_behavior=o.nexus_task_poller_behavior,
+                    disable_payload_error_limit=o.disable_payload_error_limit,
+                    max_workflow_task_external_storage_concurrency=o.max_workflow_task_external_storage_concurrency,
                 )
 
     # -- the stock worker's members ---------------------------------------------------------
 
     def config(self, *, active_config: bool = False) -> dict[str, Any]:
-        """The options this worker was built with (a copy)."""
-        config = dict(self._config)
-        config["activities"] = list(config["activities"])
-        config["workflows"] = list(config["workflows"])
+        """The options this worker was built with (a copy); with ``active_config``, as
+        the plugins changed them."""
+        config = dict(self._config if active_config else self._initial_config)
+        config["activities"] = list(config.get("activities", []))
+        config["workflows"] = list(config.get("workflows", []))
         return config
 
     @property
@@ -516,11 +557,12 @@ class Worker:
     def client(self, value: temporalio.client.Client) -> None:
         """Move the worker to ``value``'s connection; in-flight calls finish on the old one."""
         if self._inner is not None:
-            self._inner.client = value
+            self._inner.client = _without_plugins(value)
         if self._activity_side is not None:
             self._activity_side.replace_client(value)
         self._client = value
         self._config["client"] = value
+        self._initial_config["client"] = value
 
     @property
     def is_running(self) -> bool:
@@ -568,10 +610,27 @@ class Worker:
         return f"<pool.Worker [{' | '.join(parts)}]>"
 
     async def run(self) -> None:
-        """Run until :meth:`shutdown`; raises the fatal error if the worker fails."""
+        """Run until :meth:`shutdown`; raises the fatal error if the worker fails.
+
+        Each plugin's ``run_worker`` wraps the run, the first plugin outermost."""
         if self._started:
             raise RuntimeError("Already started")
         self._started = True
+
+        def wrap(
+            plugin: temporalio.worker.Plugin, inner: Callable[[Any], Awaitable[None]]
+        ) -> Callable[[Any], Awaitable[None]]:
+            return lambda worker: plugin.run_worker(worker, inner)
+
+        def innermost(worker: Any) -> Awaitable[None]:
+            return worker._run()  # type: ignore[no-any-return]
+
+        run: Callable[[Any], Awaitable[None]] = innermost
+        for plugin in reversed(self._plugins):
+            run = wrap(plugin, run)
+        await run(self)
+
+    async def _run(self) -> None:
         try:
             if self._activity_side is not None:
                 await self._activity_side.start()
@@ -613,9 +672,11 @@ class Worker:
             exception = err
 
         tasks["shutdown"].cancel()
-        logger.info(
-            "Beginning worker shutdown, will wait %s before cancelling activities", self._graceful
-        )
+        if self._inner is None:  # temporalio's worker says it itself
+            logger.info(
+                "Beginning worker shutdown, will wait %s before cancelling activities",
+                self._graceful,
+            )
         await self._shutdown_sides(tasks)
         self._shutdown_complete.set()
         if exception is not None:
@@ -734,8 +795,10 @@ class _ActivitySide:
         build_id: str | None,
         use_worker_versioning: bool,
         local_timeout_buffer: float,
+        interceptors: Sequence[temporalio.worker.Interceptor],
     ) -> None:
         self._client = client
+        self._interceptors = list(interceptors)
         self._task_queue = task_queue
         self._identity = identity
         self.plan = plan
@@ -820,8 +883,11 @@ class _ActivitySide:
             thread_executor=self.plan.thread_executor,
             shared_state=self._shared_state,
             release_slot=self.slots.release,
-            metric_meter=None,
+            metric_meter=_runtime(self._client).metric_meter,
             type_limits=self.plan.type_limits,
+            interceptors=self._interceptors,
+            decode_headers=self._client.config()["header_codec_behavior"]
+            == temporalio.client.HeaderCodecBehavior.CODEC,
         )
         self.wire_observers()
         if self.pool is not None:

@@ -464,7 +464,8 @@ class _Child:
                 outcome = "cancelled"
             else:
                 outcome = "failed"
-                logger.warning(
+                # The parent logs the failure on temporalio.activity.logger, as stock.
+                logger.debug(
                     "Activity %s failed in child %d", task.activity_type, os.getpid(), exc_info=True
                 )
             failure = _failure_bytes(converter, err)

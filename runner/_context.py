@@ -28,11 +28,14 @@ __all__ = [
     "CancelRaiser",
     "ChildContexts",
     "CompleteAsyncError",
+    "activated",
     "context_shape",
+    "current_context",
     "enter_activity_context",
     "exit_activity_context",
     "log_fields",
     "new_cancellation_holder",
+    "route_context_callables",
 ]
 
 # The _Context fields we set, in the shape temporalio 1.35 declares them.
@@ -180,6 +183,31 @@ class ChildContexts:
             cancellation_details=cancellation_details,
         )
         return temporalio.activity._Context.set(context)
+
+
+def current_context() -> Any:
+    """The activity context set in this task (or thread), to re-enter it elsewhere."""
+    return temporalio.activity._Context.current()
+
+
+@contextmanager
+def activated(context: Any) -> Iterator[None]:
+    """Run a block (a loop callback, say) inside an activity context taken earlier."""
+    token = temporalio.activity._Context.set(context)
+    try:
+        yield None
+    finally:
+        temporalio.activity._Context.reset(token)
+
+
+def route_context_callables(
+    info: Callable[[], temporalio.activity.Info], heartbeat: Callable[..., None]
+) -> None:
+    """Point the current context's ``info()`` and ``heartbeat()`` at the outbound
+    interceptor chain (set in place: interceptors may hold the context)."""
+    context = temporalio.activity._Context.current()
+    context.info = info
+    context.heartbeat = heartbeat
 
 
 def log_fields(info: temporalio.activity.Info) -> dict[str, Any]:

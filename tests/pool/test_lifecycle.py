@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from datetime import timedelta
@@ -117,3 +118,18 @@ async def test_children_ignore_sigint(client, task_queue):
         )
         assert answered == pid
         assert worker.process_pool.snapshot().deaths == 0
+
+
+@pytest.mark.parametrize("with_workflows", [True, False])
+async def test_shutdown_is_announced_once(client, task_queue, caplog, with_workflows):
+    caplog.set_level(logging.INFO)
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[A.pid_and_square],
+        workflows=[A.RunOne] if with_workflows else [],
+        processes=1,
+    ):
+        pass
+    announced = [r for r in caplog.records if r.getMessage().startswith("Beginning worker shutdown")]
+    assert len(announced) == 1, [(r.name, r.getMessage()) for r in announced]
