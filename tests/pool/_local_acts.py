@@ -50,18 +50,23 @@ def blocked_on_first_attempt() -> list[int]:
 
 
 @activity.defn
-def wait_for_cancel(marker: str) -> None:
+def wait_for_cancel(marker: str, linger: float = 0.0) -> None:
     """Waits until cancelled; writes "<pid> <cancel reason>" to ``marker`` when the
-    CancelledError is raised here."""
+    CancelledError is raised here, then takes ``linger`` seconds to clean up."""
     deadline = time.monotonic() + _TEST_PATIENCE
     try:
         while time.monotonic() < deadline:
             time.sleep(0.01)
     except CancelledError:
         details = activity.cancellation_details()
-        why = "cancel_requested" if details is not None and details.cancel_requested else "?"
+        why = "?"
+        if details is not None and details.cancel_requested:
+            why = "cancel_requested"
+        elif details is not None and details.timed_out:
+            why = "timed_out"
         with open(marker, "w") as f:
             f.write(f"{os.getpid()} {why}")
+        time.sleep(linger)
         raise
 
 
@@ -82,11 +87,11 @@ class Local:
     """Runs one local activity by name; retries (100 ms apart) only when ``attempts`` > 1."""
 
     @workflow.run
-    async def run(self, name: str, args: list, attempts: int = 1) -> Any:
+    async def run(self, name: str, args: list, attempts: int = 1, timeout: float = 60) -> Any:
         return await workflow.execute_local_activity(
             name,
             args=args,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=timedelta(seconds=timeout),
             retry_policy=RetryPolicy(
                 maximum_attempts=attempts, initial_interval=timedelta(milliseconds=100)
             ),

@@ -19,7 +19,8 @@ import temporalio.activity
 import temporalio.converter
 import temporalio.worker._activity
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.testing import ActivityEnvironment
 
 import pool
@@ -334,6 +335,27 @@ async def test_workflow_cancel_raises_cancelled_error_in_the_child(
         assert worker.process_pool.pids == [pid]  # the child lives on
 
 
+async def test_local_activity_timeout_raises_cancelled_error_in_the_child(
+    client, task_queue, tmp_path: Path
+):
+    marker = tmp_path / "cancelled"
+    async with _worker(client, task_queue, processes=1) as worker:
+        with pytest.raises(WorkflowFailureError) as failure:
+            await client.execute_workflow(
+                L.Local.run,
+                args=["wait_for_cancel", [str(marker)], 1, 1.0],
+                id=workflow_id(),
+                task_queue=task_queue,
+            )
+        error = _activity_failure(failure.value)
+        assert isinstance(error, TemporalTimeoutError)
+        assert error.type == TimeoutType.START_TO_CLOSE
+        [pid] = worker.process_pool.pids
+        await async_assert_eventually(marker.exists)
+        assert marker.read_text() == f"{pid} timed_out"
+        assert worker.process_pool.snapshot().kills == 0
+
+
 async def test_local_activity_ignoring_cancel_is_killed_after_cancel_grace(
     client, task_queue, tmp_path: Path
 ):
@@ -372,7 +394,9 @@ async def test_local_activity_cancelled_while_waiting_for_a_child_never_runs(
     async with _worker(client, task_queue, processes=1) as worker:
         handle = await client.start_workflow(
             L.LocalFanOut.run,
-            args=["wait_for_cancel", [[str(first)], [str(second)]]],
+            # The one that runs takes 1 s to stop: the cancel of the other, which temporalio
+            # delivers on its own, reaches it while it still waits for the child.
+            args=["wait_for_cancel", [[str(first), 1.0], [str(second), 1.0]]],
             id=workflow_id(),
             task_queue=task_queue,
         )
@@ -382,11 +406,16 @@ async def test_local_activity_cancelled_while_waiting_for_a_child_never_runs(
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
         assert isinstance(failure.value.cause, CancelledError)
+        # The workflow ends with the cancel of the one that never ran; once the other has
+        # stopped, two remote activities run on the same child.
+        await async_assert_eventually(
+            lambda: [child.tasks_done for child in worker.process_pool.snapshot().children] == [1]
+        )
+        await _remote_still_runs(client, task_queue, worker)
         ran = [path for path in (first, second) if path.exists()]
         assert len(ran) == 1 and ran[0].read_text() == f"{pid} cancel_requested"
         snapshot = worker.process_pool.snapshot()
-        assert [child.tasks_done for child in snapshot.children] == [1]
-        await _remote_still_runs(client, task_queue, worker)
+        assert [(child.pid, child.tasks_done) for child in snapshot.children] == [(pid, 3)]
 
 
 async def test_crash_loop_fails_the_worker_with_local_activities_waiting(client, task_queue):
