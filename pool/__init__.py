@@ -13,10 +13,15 @@ and sync activities run in supervised child processes that can crash, be
 cancelled, time out and be recycled without taking the worker down.
 """
 
+from ._shadowing import check_not_shadowed
+
+check_not_shadowed()  # before the imports below, which import runner and shared_state
+
 from ._config import PoolConfig
 from ._errors import (
-    ChildBrokenError,
     ChildProcessDied,
+    ChildStartError,
+    ChildTraceback,
     CrashLoopError,
     PoolError,
     SharedStateLostError,
@@ -45,10 +50,11 @@ __all__ = [
     "PoolMetrics",
     "serve_metrics",
     # errors
-    "ChildBrokenError",
     "ChildKilled",
     "ChildMemoryExceeded",
     "ChildProcessDied",
+    "ChildStartError",
+    "ChildTraceback",
     "CrashLoopError",
     "PoolError",
     "SharedStateLostError",

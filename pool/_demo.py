@@ -34,6 +34,7 @@ from ._launcher import (
     connect,
     one_line,
 )
+from ._progress import ProgressBar
 
 __all__ = ["run_demo"]
 
@@ -41,7 +42,6 @@ __all__ = ["run_demo"]
 # (a log file or a CI console should not get ten lines a second).
 _TTY_REFRESH = 0.1
 _PIPE_REFRESH = 1.0
-_BAR_WIDTH = 24
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -170,39 +170,18 @@ def _completed(worker: Any) -> int:
 
 
 class _Progress:
-    """One redrawn line on a terminal; a line per second otherwise."""
+    """The demo's progress: activities done, children busy, seconds."""
 
     def __init__(self, *, total: int, processes: int, out: TextIO) -> None:
-        self.total = total
         self.processes = processes
-        self.out = out
-        self.tty = out.isatty()
-        self.refresh = _TTY_REFRESH if self.tty else _PIPE_REFRESH
-        self._last_len = 0
-        self._drawn = False
+        self._bar = ProgressBar(total=total, label="activities", out=out)
+        self.refresh = _TTY_REFRESH if self._bar.tty else _PIPE_REFRESH
 
     def show(self, done: int, busy: int, elapsed: float) -> None:
-        done = min(done, self.total)
-        filled = round(_BAR_WIDTH * done / self.total) if self.total else _BAR_WIDTH
-        bar = "#" * filled + "." * (_BAR_WIDTH - filled)
-        text = (
-            f"[{bar}] {done}/{self.total} activities | {busy}/{self.processes} children busy "
-            f"| {elapsed:.1f} s"
-        )
-        if self.tty:
-            pad = " " * max(0, self._last_len - len(text))
-            self.out.write(f"\r{text}{pad}")
-            self._last_len = len(text)
-            self._drawn = True
-        else:
-            self.out.write(f"progress: {text}\n")
-        self.out.flush()
+        self._bar.update(done, f"| {busy}/{self.processes} children busy | {elapsed:.1f} s")
 
     def finish(self) -> None:
-        if self.tty and self._drawn:
-            self.out.write("\n")
-            self.out.flush()
-            self._drawn = False
+        self._bar.finish()
 
 
 def _mib(n: int) -> str:

@@ -37,7 +37,7 @@ import temporalio.exceptions
 import temporalio.worker
 from google.protobuf import duration_pb2, timestamp_pb2
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.api.enums.v1 import ActivityTaskFailedCause
+from temporalio.api.enums.v1 import ActivityTaskFailedCause, ApplicationErrorCategory
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.workflowservice.v1 import (
     PollActivityTaskQueueResponse,
@@ -46,13 +46,14 @@ from temporalio.api.workflowservice.v1 import (
     RespondActivityTaskFailedRequest,
 )
 
-from runner import RunTask, TaskDone, _context
+from runner import RunTask, TaskDone, _context, _metrics, _trace
 
 from ._codec import encode_payloads
-from ._errors import ChildProcessDied
+from ._errors import ChildProcessDied, ChildTraceback
 from ._heartbeats import HeartbeatManager, throttle_interval
 from ._interceptors import Innermost, Outbound, build_chain
 from ._poller import Slots
+from ._sdk_metrics import ActivityMetrics
 from ._service import ActivityService, describe_rpc_error
 from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 from ._threads import ThreadCancelRaiser, run_in_thread
@@ -84,6 +85,7 @@ class _Task:
     token: bytes
     activity_type: str
     received: float
+    workflow_type: str = ""
     kind: str = "unknown"
     info: temporalio.activity.Info | None = None
     pid: int | None = None
@@ -162,18 +164,6 @@ def cancel_outcome(details: Details) -> tuple[str, BaseException | None]:
     return "failed", temporalio.exceptions.ApplicationError("Activity was cancelled")
 
 
-class ChildTraceback(Exception):
-    """The traceback of an error raised in a child, as the cause of its copy here
-    (``concurrent.futures`` does the same for a ``ProcessPoolExecutor``)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\nTraceback in the child:\n{self.text}"""'
-
-
 def _decode_failure(data: bytes, dc: temporalio.converter.DataConverter) -> BaseException:
     """A failure a child encoded (payload converter only) as the error it stands for.
     The error keeps the proto, so reporting it again sends the child's failure as is."""
@@ -182,6 +172,14 @@ def _decode_failure(data: bytes, dc: temporalio.converter.DataConverter) -> Base
     if failure.stack_trace and error.__cause__ is None:
         error.__cause__ = ChildTraceback(failure.stack_trace)
     return error
+
+
+def _is_benign(failure: Failure | None) -> bool:
+    """A failure the activity raised as a benign ApplicationError (core does not count it)."""
+    return failure is not None and (
+        failure.application_failure_info.category
+        == ApplicationErrorCategory.APPLICATION_ERROR_CATEGORY_BENIGN
+    )
 
 
 def _ts(ts: timestamp_pb2.Timestamp) -> datetime:
@@ -211,11 +209,12 @@ class Dispatcher:
         pool: ProcessPool | None,
         thread_executor: concurrent.futures.ThreadPoolExecutor | None,
         shared_state: Any,
-        release_slot: Callable[[], None],
+        release_slot: Callable[[bytes], None],
         metric_meter: temporalio.common.MetricMeter | None,
         type_limits: Mapping[str, int] | None = None,
         interceptors: Sequence[temporalio.worker.Interceptor] = (),
         decode_headers: bool = False,
+        metrics: ActivityMetrics | None = None,
     ) -> None:
         self._service = service
         self._settings = settings
@@ -228,8 +227,10 @@ class Dispatcher:
         self._shared_state = shared_state
         self._release_slot = release_slot
         self._metric_meter = metric_meter
+        self._child_instruments: dict[Any, Any] = {}  # what children's metrics replay on
         self._interceptors = list(interceptors)
         self._decode_headers = decode_headers
+        self._metrics = metrics
         # Per-activity-type concurrency limits: a semaphore per limited type.
         self._type_slots = {name: Slots(limit) for name, limit in (type_limits or {}).items()}
         self._ids = itertools.count(1)
@@ -415,18 +416,30 @@ class Dispatcher:
 
     # -- local deadlines ---------------------------------------------------------------
 
-    def _arm_timer(self, task: _Task, name: str, seconds: float, what: str) -> None:
+    def _arm_timer(
+        self, task: _Task, name: str, seconds: float, what: str, since: float | None = None
+    ) -> None:
+        """Cancel ``task`` as timed out ``seconds`` after ``since`` (a ``time.monotonic()``),
+        or, without it, ``seconds`` + ``local_timeout_buffer`` from now.
+
+        The start-to-close deadline counts from when the task arrived, with no buffer:
+        the server fails the attempt then, and a result after it is refused anyway, so
+        the child's core is freed as early as possible. The heartbeat timeout, re-armed
+        after each heartbeat RPC, keeps sdk-core's buffer for the RPC's own latency.
+        """
         old = task.timers.pop(name, None)
         if old is not None:
             old.cancel()
-        delay = seconds + self._settings.local_timeout_buffer
+        if since is None:
+            buffer = self._settings.local_timeout_buffer
+            delay = seconds + buffer
+            reason = f"its {what} ({seconds:g} s + {buffer:g} s buffer) passed"
+        else:
+            delay = since + seconds - time.monotonic()
+            reason = f"its {what} ({seconds:g} s since the worker received it) passed"
         loop = asyncio.get_running_loop()
         task.timers[name] = loop.call_later(
-            delay,
-            self.cancel,
-            task.token,
-            Details(not_found=True, timed_out=True),
-            f"its {what} ({seconds:g} s + {self._settings.local_timeout_buffer:g} s buffer) passed",
+            delay, self.cancel, task.token, Details(not_found=True, timed_out=True), reason
         )
 
     # -- one task ----------------------------------------------------------------------
@@ -437,6 +450,7 @@ class Dispatcher:
             token=resp.task_token,
             activity_type=resp.activity_type.name,
             received=time.monotonic(),
+            workflow_type=resp.workflow_type.name,
         )
         self._tasks[task.token] = task
         s2c = _duration(resp, "start_to_close_timeout")
@@ -463,7 +477,7 @@ class Dispatcher:
             for timer in task.timers.values():
                 timer.cancel()
             self._tasks.pop(task.token, None)
-            self._release_slot()
+            self._release_slot(task.token)
 
     async def _execute(
         self, task: _Task, resp: PollActivityTaskQueueResponse, reserved_child: bool
@@ -553,6 +567,7 @@ class Dispatcher:
                     "start_to_close",
                     info.start_to_close_timeout.total_seconds(),
                     "start-to-close timeout",
+                    since=task.received,
                 )
             if info.heartbeat_timeout:
                 self._arm_timer(
@@ -756,6 +771,7 @@ class Dispatcher:
                 args=tuple(input.args),
                 info=task.info,
                 heartbeat_interval=task.throttle,
+                trace_context=_trace.current_carrier(),
             )
             try:
                 pid, future = await self._pool.run(run, reserved=reserved)
@@ -800,6 +816,8 @@ class Dispatcher:
         self, task: _Task, done: TaskDone, dc: temporalio.converter.DataConverter
     ) -> Any:
         """The child's answer as the activity's return value or raised error."""
+        if done.metrics and self._metric_meter is not None:
+            _metrics.replay(self._metric_meter, done.metrics, self._child_instruments)
         if done.last_heartbeat is not None:
             self._child_details(task, Payloads.FromString(done.last_heartbeat), record=False)
         if done.heartbeat_error is not None:
@@ -837,8 +855,11 @@ class Dispatcher:
             "cancellation_details": task.holder,
             "metric_meter": self._metric_meter,
         }
+        # The thread runs in a copy of this context, so context variables the
+        # interceptors set reach the activity (stock does the same).
         return await loop.run_in_executor(
             self._threads,
+            contextvars.copy_context().run,
             run_in_thread,
             context_kwargs,
             task.thread_raiser,
@@ -966,6 +987,15 @@ class Dispatcher:
         )
         if outcome.kind == "none":
             return
+        if self._metrics is not None:
+            self._metrics.task_reported(
+                task.activity_type,
+                task.workflow_type,
+                outcome.kind,
+                timedelta(seconds=time.monotonic() - task.received),
+                cause=outcome.cause,
+                benign=_is_benign(outcome.failure),
+            )
         service = self._service
         if outcome.kind == "completed":
             name = "RespondActivityTaskCompleted"
@@ -1016,3 +1046,7 @@ class Dispatcher:
             return
         if name == "RespondActivityTaskFailed" and response.failures:
             logger.warning("The server rejected parts of a failure report: %s", response.failures)
+        if name == "RespondActivityTaskCompleted" and self._metrics is not None:
+            scheduled = task.info.scheduled_time if task.info is not None else None
+            if scheduled is not None:
+                self._metrics.task_succeeded(task.activity_type, task.workflow_type, scheduled)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import signal
 
 __all__ = [
-    "ChildBrokenError",
     "ChildProcessDied",
+    "ChildStartError",
+    "ChildTraceback",
     "CrashLoopError",
     "PoolError",
     "SharedStateLostError",
@@ -61,7 +62,7 @@ def describe_exit(exitcode: int | None) -> str:
     if exitcode == EXIT_PARENT_GONE:
         return f"exit code {exitcode}: it lost its control pipe to the parent"
     if exitcode == EXIT_BROKEN:
-        return f"exit code {exitcode}: it could not load its activities"
+        return f"exit code {exitcode}: it failed before it was ready"
     return (
         f"exit code {exitcode}: the activity (or a library it called) ended the process "
         "with sys.exit() or os._exit()"
@@ -90,30 +91,78 @@ class ChildProcessDied(PoolError):
         super().__init__(f"Child process {pid} died{what}; {describe_exit(exitcode)}")
 
 
-class ChildBrokenError(PoolError):
-    """A child could not load the activities or the data converter it was sent."""
+class ChildTraceback(Exception):
+    """The traceback of an error raised in a child, as the cause of its copy here
+    (``concurrent.futures`` does the same for a ``ProcessPoolExecutor``)."""
 
-    def __init__(self, pid: int, reason: str) -> None:
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\nTraceback in the child:\n{self.text}"""'
+
+
+class ChildStartError(PoolError):
+    """A child failed before it was ready: its activities or data converter could not
+    be loaded, the heartbeat channel refused it, or the initializer raised.
+
+    Carries the child's own exception (``error_type``, ``error_message``) and its
+    ``child_traceback`` (also its ``__cause__``, a :class:`ChildTraceback`, so a
+    printed traceback shows the child's); ``None`` for all three when the child died
+    without saying why (a signal, or an error before the pool's code ran: see its
+    stderr).
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        *,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        child_traceback: str | None = None,
+        exitcode: int | None = None,
+    ) -> None:
         self.pid = pid
-        self.reason = reason
-        super().__init__(
-            f"Child process {pid} could not load the worker's activities: {reason}. Every "
-            "activity and the data converter must be importable (or picklable by value) "
-            "in a fresh Python process started by the pool."
-        )
+        self.error_type = error_type
+        self.error_message = error_message
+        self.child_traceback = child_traceback
+        self.exitcode = exitcode
+        if error_type is not None:
+            what = f"{error_type}: {error_message}"
+            hint = (
+                "Every activity, the data converter and the initializer must load in a "
+                "fresh Python process started by the pool (importable, or picklable by value)"
+            )
+        else:
+            what = f"it died ({_describe_start_exit(exitcode)})"
+            hint = "Its stderr (above) may say why"
+        super().__init__(f"Child process {pid} failed before it was ready: {what}. {hint}.")
+        if child_traceback:
+            self.__cause__ = ChildTraceback(child_traceback)
+
+
+def _describe_start_exit(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode > 0:
+        # Before the pool's code ran: the start method's own bootstrap failed (for
+        # example re-importing the main module), and it printed the traceback.
+        return f"exit code {exitcode} while starting"
+    return describe_exit(exitcode)
 
 
 class CrashLoopError(PoolError):
-    """Children die faster than the configured rate: stop instead of spinning."""
+    """Replacement children keep failing before they are ready: stop instead of spinning.
 
-    def __init__(self, deaths: int, window: float, last: str) -> None:
-        self.deaths = deaths
+    Its ``__cause__`` is the last :class:`ChildStartError`."""
+
+    def __init__(self, failures: int, window: float, last: ChildStartError) -> None:
+        self.failures = failures
         self.window = window
         super().__init__(
-            f"Crash loop: {deaths} child processes died within {window:g} s (the limit set by "
-            f"crash_loop_max_deaths / crash_loop_window); the last one: {last}. The worker "
-            "stops instead of restarting children forever. Fix the cause (memory, native "
-            "code, os._exit in an activity) or raise the limit."
+            f"Crash loop: {failures} child processes failed to start within {window:g} s "
+            "(the limit set by crash_loop_max_deaths / crash_loop_window); the last: "
+            f"{last} The worker stops, as no child can run a task. "
+            "Fix the cause or raise the limit."
         )
 
 

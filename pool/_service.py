@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -148,23 +148,35 @@ def channel_settings(client: temporalio.client.Client, identity: str | None = No
 class ActivityService:
     """Our stub over our channel; replaceable when ``worker.client`` changes."""
 
-    def __init__(self, client: temporalio.client.Client, identity: str | None = None) -> None:
+    def __init__(
+        self,
+        client: temporalio.client.Client,
+        identity: str | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
         self._settings = channel_settings(client, identity)
-        self._channel = self._open(self._settings)
+        self._interceptors = list(interceptors)
+        self._channel = self._open(self._settings, self._interceptors)
         self._stub = WorkflowServiceStub(self._channel)
         self._old_channels: list[grpc.aio.Channel] = []
 
     @staticmethod
-    def _open(settings: _Settings) -> grpc.aio.Channel:
+    def _open(
+        settings: _Settings, interceptors: Sequence[grpc.aio.ClientInterceptor]
+    ) -> grpc.aio.Channel:
         if settings.credentials is None:
             return grpc.aio.insecure_channel(
-                settings.target, options=settings.options, compression=grpc.Compression.Gzip
+                settings.target,
+                options=settings.options,
+                compression=grpc.Compression.Gzip,
+                interceptors=interceptors,
             )
         return grpc.aio.secure_channel(
             settings.target,
             settings.credentials,
             options=settings.options,
             compression=grpc.Compression.Gzip,
+            interceptors=interceptors,
         )
 
     @property
@@ -183,7 +195,7 @@ class ActivityService:
         """Use ``client``'s connection from the next call on; in-flight calls finish."""
         self._old_channels.append(self._channel)
         self._settings = channel_settings(client, self._settings.identity)
-        self._channel = self._open(self._settings)
+        self._channel = self._open(self._settings, self._interceptors)
         self._stub = WorkflowServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -251,9 +263,10 @@ def _retry_delay(
 async def poll_with_retry(
     start_poll: Callable[[], Awaitable[T]],
     *,
-    on_call: Callable[[Any], None] | None = None,
+    on_failure: Callable[[str], None] | None = None,
 ) -> T:
-    """Run a long poll until it answers, retrying as core does for task polls."""
+    """Run a long poll until it answers, retrying as core does for task polls;
+    ``on_failure`` hears of each failed attempt (for readiness)."""
     attempt = 0
     fatal_since: float | None = None
     while True:
@@ -276,6 +289,8 @@ async def poll_with_retry(
             logger.warning(
                 "Activity poll failed (%s: %s); retrying in %.1f s", code, err.details(), delay
             )
+            if on_failure is not None:
+                on_failure(describe_rpc_error(err))
             await asyncio.sleep(delay)
 
 

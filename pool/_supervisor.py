@@ -3,7 +3,12 @@
     reserve() ──▶ an idle child is promised to a poller before it polls
     run(task) ──▶ task pipe ──▶ child ──▶ TaskDone ──▶ future resolved
     cancel()  ──▶ control pipe (+ a kill timer: cancel_grace, then SIGTERM, SIGKILL)
-    sentinel readable ──▶ the child died: fail its task, start a replacement
+    sentinel readable ──▶ the child died: SIGKILL its process group (the activity's
+                          subprocesses), fail its task, start a replacement (at once,
+                          or after a backoff when children keep dying)
+    failed before ready ─▶ a start failure (ChildStartError): fatal at start; for a
+                          replacement, counted towards the crash loop (a child
+                          killed from outside while starting is just a death)
     memory monitor ──▶ psutil RSS: recycle after the task, or kill over the hard limit
 
 Everything runs on the worker's asyncio loop: pipes and process sentinels are
@@ -19,7 +24,9 @@ import collections
 import contextlib
 import enum
 import logging
+import multiprocessing
 import os
+import select
 import signal
 import sys
 import time
@@ -29,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+import multiprocess
 import psutil
 from multiprocess import get_context
 
@@ -53,10 +61,11 @@ from runner._frames import FrameReader, send_frame
 
 from ._config import PoolConfig
 from ._errors import (
-    ChildBrokenError,
     ChildProcessDied,
+    ChildStartError,
     CrashLoopError,
     PoolError,
+    WorkerConfigError,
     describe_exit,
 )
 from ._lookahead import Lookahead
@@ -123,6 +132,8 @@ class _Child:
     # When this busy child may back a lookahead poll (see pool._lookahead).
     window: tuple[float, float] | None = None
     window_handle: asyncio.TimerHandle | None = None
+    # Why it cannot start, as it said before exiting (ChildBroken).
+    start_error: ChildStartError | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,13 @@ class PoolSnapshot:
     tasks_waited: int = 0
     task_wait_seconds: float = 0.0
     task_wait_max: float = 0.0
+    # Replacement children that failed before they were ready (the crash loop counts
+    # these), and replacements delayed by the respawn backoff, with their total delay.
+    start_failures: int = 0
+    respawns_delayed: int = 0
+    respawn_delay_seconds: float = 0.0
+    # Tasks written to a child that had died idle (unnoticed yet), then given to another.
+    tasks_redispatched: int = 0
 
 
 # -- pure decisions ----------------------------------------------------------------
@@ -180,12 +198,44 @@ def memory_verdict(rss: int, busy: bool, config: PoolConfig) -> str | None:
     return None
 
 
-def is_crash_loop(deaths: collections.deque[float], now: float, config: PoolConfig) -> bool:
-    """Drop deaths older than the window; True when too many remain."""
+def recent(deaths: collections.deque[float], now: float, config: PoolConfig) -> int:
+    """Drop deaths older than ``crash_loop_window``; how many remain."""
     window = config.seconds("crash_loop_window")
     while deaths and now - deaths[0] > window:
         deaths.popleft()
-    return len(deaths) > config.crash_loop_max_deaths
+    return len(deaths)
+
+
+def is_crash_loop(failures: collections.deque[float], now: float, config: PoolConfig) -> bool:
+    """True when too many start failures fall within the window (older ones dropped)."""
+    return recent(failures, now, config) > config.crash_loop_max_deaths
+
+
+# Signals by which a child's own native code ends it: a crash during start-up (say,
+# importing a broken C extension) will happen again in every replacement.
+_CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+)
+
+
+def is_start_failure(reported: bool, exitcode: int | None) -> bool:
+    """Whether a child that died before it was ready says that no child can start:
+    it reported an error, exited by itself, or crashed in native code. Killed from
+    outside (SIGKILL, SIGTERM: the OOM killer, an operator) it says nothing of the
+    next one."""
+    if reported or (exitcode is not None and exitcode > 0):
+        return True
+    return exitcode is not None and -exitcode in _CRASH_SIGNALS
+
+
+def respawn_delay(deaths: int, config: PoolConfig) -> float:
+    """Seconds to wait before replacing a child that died as the ``deaths``-th within
+    the window: none for the first, then doubling from ``respawn_backoff`` up to
+    ``respawn_backoff_max``."""
+    if deaths <= 1:
+        return 0.0
+    doubling = 2.0 ** min(deaths - 2, 64)
+    return min(config.seconds("respawn_backoff") * doubling, config.seconds("respawn_backoff_max"))
 
 
 def preload_modules(activities: Mapping[str, ActivitySpec], extra: tuple[str, ...]) -> list[str]:
@@ -197,6 +247,7 @@ def preload_modules(activities: Mapping[str, ActivitySpec], extra: tuple[str, ..
     unguarded script would run its whole body in the fork server.
     """
     modules = [
+        "runner._forkserver",  # removes the fork server's socket when it exits
         "runner",
         "shared_state",
         "temporalio.activity",
@@ -244,9 +295,15 @@ class ProcessPool:
         self._spec_template: dict[str, Any] | None = None
         self._ctx: Any = None
         self._on_fatal: Callable[[BaseException], None] = lambda err: None
-        self._deaths: collections.deque[float] = collections.deque()
+        self._deaths: collections.deque[float] = collections.deque()  # of ready children
+        self._start_failures: collections.deque[float] = collections.deque()
+        self._start_error: ChildStartError | None = None  # at start: fatal at once
+        self._last_start_failure: tuple[str | None, str | None] | None = None  # logged
+        self._respawns: dict[int, asyncio.TimerHandle] = {}  # index -> delayed respawn
+        self._respawn_delay_seconds = 0.0
         self._closing = False
         self._started = False
+        self._up = False  # every first child was ready
         self._shutdown_sent = False
         self._monitor: asyncio.Task[None] | None = None
         self._stats = collections.Counter[str]()
@@ -286,6 +343,10 @@ class ProcessPool:
             tasks_waited=self._stats["waited"],
             task_wait_seconds=self._wait_seconds,
             task_wait_max=self._wait_max,
+            start_failures=self._stats["start_failures"],
+            respawns_delayed=self._stats["respawns_delayed"],
+            respawn_delay_seconds=self._respawn_delay_seconds,
+            tasks_redispatched=self._stats["redispatched"],
         )
 
     def __repr__(self) -> str:
@@ -308,7 +369,9 @@ class ProcessPool:
         heartbeat_sender: Any,
         on_fatal: Callable[[BaseException], None],
     ) -> None:
-        """Start every child and wait until each has loaded the activities."""
+        """Start every child and wait until each has loaded the activities and run the
+        initializer. A child that fails before it is ready fails the start with its
+        :class:`ChildStartError`."""
         if self._started:
             raise PoolError("This ProcessPool is already running; give each worker its own")
         self._started = True
@@ -320,8 +383,13 @@ class ProcessPool:
         self._spec_template = {
             "activities": cloudpickle.dumps(dict(activities)),
             "converter": cloudpickle.dumps(converter),
-            "heartbeat_sender": heartbeat_sender,
+            "heartbeat_sender": dumps(heartbeat_sender),
             "log_level": logging.getLogger().getEffectiveLevel(),
+            "authkeys": (
+                bytes(multiprocessing.current_process().authkey),
+                bytes(multiprocess.current_process().authkey),
+            ),
+            "initializer": self._pickled_initializer(),
         }
         for index in range(self.size):
             self._spawn(index)
@@ -330,13 +398,33 @@ class ProcessPool:
         except BaseException:
             await self.stop(timeout=0)
             raise
+        self._up = True
         self._monitor = asyncio.create_task(self._monitor_memory(), name="pool-memory-monitor")
+
+    def _pickled_initializer(self) -> bytes | None:
+        initializer = self.config.initializer
+        if initializer is None:
+            return None
+        try:
+            return cloudpickle.dumps((initializer, self.config.initargs))
+        except Exception as err:
+            raise WorkerConfigError(
+                f"The initializer {getattr(initializer, '__qualname__', initializer)!r} or its "
+                f"initargs cannot be serialised with cloudpickle to send them to the child "
+                f"processes: {type(err).__name__}: {err}. Pass a module-level function and "
+                "picklable arguments."
+            ) from err
 
     async def _wait_all_ready(self, timeout: float) -> None:
         def ready() -> bool:
-            return all(c.state is not _State.STARTING for c in self._children.values())
+            return self._start_error is not None or all(
+                c.state is not _State.STARTING for c in self._children.values()
+            )
 
-        if not await self._wait_for(ready, timeout):
+        ready_in_time = await self._wait_for(ready, timeout)
+        if self._start_error is not None:
+            raise self._start_error
+        if not ready_in_time:
             slow = [c.pid for c in self._children.values() if c.state is _State.STARTING]
             raise PoolError(
                 f"Child processes {slow} did not report ready within {timeout:g} s. "
@@ -379,6 +467,9 @@ class ProcessPool:
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop every child: ``Stop`` to idle ones, then SIGTERM/SIGKILL past ``timeout``."""
         self._closing = True
+        for handle in self._respawns.values():
+            handle.cancel()
+        self._respawns.clear()
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -494,10 +585,7 @@ class ProcessPool:
                     f"The arguments of activity {task.activity_type!r} could not be pickled "
                     f"to send them to a child process: {type(err).__name__}: {err}"
                 ) from err
-            if not self._idle:
-                # Promised to a busy child that has not finished yet (lookahead,
-                # prefetch), or a promised child died and its replacement is coming.
-                await self._wait_for_idle()
+            child = await self._deliver(data)
         except BaseException:
             if reserved:
                 self._reserved -= 1
@@ -505,19 +593,43 @@ class ProcessPool:
             raise
         if reserved:
             self._reserved -= 1
-        # The child that finished last: its code and data are still in the CPU caches
-        # (an idle child that waited longer has had them evicted: ~20 us per task).
-        child = self._idle.pop()
         child.state = _State.BUSY
         child.task = task
         child.future = self._loop.create_future()
-        send_frame(child.task_conn.fileno(), data)
         child.started_at = now = self._loop.time()
         child.window = self.lookahead.window(task.activity_type, now)
         if child.window is not None and child.window[0] > now:
             # Already open (a short task): the child backs what it backed while idle.
             child.window_handle = self._loop.call_at(child.window[0], self._notify)
         return child.pid, child.future
+
+    async def _deliver(self, data: bytes) -> _Child:
+        """Write a task to an idle child; the child that took it.
+
+        The child that finished last gets it: its code and data are still in the CPU
+        caches (an idle child that waited longer has had them evicted: ~20 us per task).
+        A child that died idle, its sentinel not handled yet, refuses the write (EPIPE):
+        the task never reached it, so the next idle child (or the replacement) gets it,
+        and ``_on_exit`` logs that death as idle.
+        """
+        while True:
+            if not self._idle:
+                # Promised to a busy child that has not finished yet (lookahead,
+                # prefetch), or a promised child died and its replacement is coming.
+                await self._wait_for_idle()
+            child = self._idle.pop()
+            try:
+                send_frame(child.task_conn.fileno(), data)
+            except OSError as err:
+                self._stats["redispatched"] += 1
+                logger.info(
+                    "Child %d died before it could take a task (%s): giving the task to "
+                    "another child",
+                    child.pid,
+                    type(err).__name__,
+                )
+                continue
+            return child
 
     async def _wait_for_idle(self) -> None:
         self._stats["waited"] += 1
@@ -575,6 +687,17 @@ class ProcessPool:
         if len(messages) == 1:
             self._on_message(child, messages[0])
             return
+        self._on_messages(child, messages)
+
+    def _drain(self, child: _Child) -> None:
+        """Handle what a dead child wrote last and the loop has not read yet (a start
+        failure's reason, a TaskDone). ``select`` first: never block on the pipe."""
+        fd = child.task_conn.fileno()
+        with contextlib.suppress(EOFError, OSError):
+            while select.select([fd], [], [], 0)[0]:
+                self._on_messages(child, child.reader.feed())
+
+    def _on_messages(self, child: _Child, messages: list[bytes]) -> None:
         for data in messages:
             # One read may bring several messages: one that fails (say, a record that
             # cannot be unpickled here) must not lose the others.
@@ -595,7 +718,12 @@ class ProcessPool:
         elif isinstance(msg, ChildLog):
             _emit_child_record(msg.record)
         elif isinstance(msg, ChildBroken):
-            self._on_fatal(ChildBrokenError(msg.pid, msg.reason))
+            child.start_error = ChildStartError(
+                msg.pid,
+                error_type=msg.error_type,
+                error_message=msg.message,
+                child_traceback=msg.traceback,
+            )
 
     def _on_ready(self, child: _Child) -> None:
         now = time.monotonic()
@@ -668,10 +796,51 @@ class ProcessPool:
     def _on_exit(self, child: _Child) -> None:
         assert self._loop is not None
         self._loop.remove_reader(child.process.sentinel)
+        self._drain(child)
         self._forget_reader(child)
+        _kill_group(child.pid)
         child.process.join(0)
         exitcode = child.process.exitcode
         was = child.state
+        self._bury(child)
+        expected = was is _State.STOPPING or child.kill_reason is not None or self._closing
+        start_failure = (
+            not expected
+            and was is _State.STARTING
+            and is_start_failure(child.start_error is not None, exitcode)
+        )
+        if not expected and not start_failure:
+            self._stats["deaths"] += 1
+            logger.warning(
+                "Child process %d died (%s) %s",
+                child.pid,
+                describe_exit(exitcode),
+                _doing(child, was),
+            )
+        future = child.future
+        if future is not None and not future.done():
+            task = child.task
+            error: BaseException = child.kill_reason or ChildProcessDied(
+                pid=child.pid,
+                exitcode=exitcode,
+                activity_type=task.activity_type if task else None,
+                activity_id=task.info.activity_id if task else None,
+            )
+            future.set_exception(error)
+        if not self._closing:
+            now = time.monotonic()
+            self._died_at[child.index] = now
+            if start_failure:
+                self._on_start_failure(child, exitcode, now)
+            elif expected:
+                self._respawn(child.index)
+            else:
+                self._deaths.append(now)
+                self._respawn_after(child.index, recent(self._deaths, now, self.config), "died")
+        self._notify()
+
+    def _bury(self, child: _Child) -> None:
+        """Take a dead child out of every place that could hand it work."""
         child.state = _State.DEAD
         self._close_window(child)
         if child.kill_handle is not None:
@@ -684,42 +853,62 @@ class ProcessPool:
         for conn in (child.task_conn, child.ctrl_conn):
             with contextlib.suppress(OSError):
                 conn.close()
-        expected = was is _State.STOPPING or child.kill_reason is not None or self._closing
-        if not expected:
-            self._stats["deaths"] += 1
-            self._deaths.append(time.monotonic())
-            logger.warning(
-                "Child process %d died (%s)%s",
-                child.pid,
-                describe_exit(exitcode),
-                f" while running {child.task.activity_type!r}" if child.task else " while idle",
-            )
-        future = child.future
-        if future is not None and not future.done():
-            task = child.task
-            error: BaseException = child.kill_reason or ChildProcessDied(
-                pid=child.pid,
-                exitcode=exitcode,
-                activity_type=task.activity_type if task else None,
-                activity_id=task.info.activity_id if task else None,
-            )
-            future.set_exception(error)
-        if self._closing:
-            self._notify()
+
+    def _on_start_failure(self, child: _Child, exitcode: int | None, now: float) -> None:
+        """A child failed before it was ready (:func:`is_start_failure`): fatal at
+        start (no child will ever be ready); for a replacement, counted towards the
+        crash loop."""
+        error = child.start_error or ChildStartError(child.pid, exitcode=exitcode)
+        if not self._up:
+            if self._start_error is None:
+                self._start_error = error  # start() raises it; later ones say the same
+                self._log_start_failure(error)
             return
-        if not expected and is_crash_loop(self._deaths, time.monotonic(), self.config):
-            self._on_fatal(
-                CrashLoopError(
-                    len(self._deaths),
-                    self.config.seconds("crash_loop_window"),
-                    describe_exit(exitcode),
-                )
+        self._stats["start_failures"] += 1
+        self._start_failures.append(now)
+        self._log_start_failure(error)
+        if is_crash_loop(self._start_failures, now, self.config):
+            crash = CrashLoopError(
+                len(self._start_failures), self.config.seconds("crash_loop_window"), error
             )
-            self._notify()
+            crash.__cause__ = error
+            self._on_fatal(crash)
             return
-        self._died_at[child.index] = time.monotonic()
-        self._spawn(child.index)
-        self._notify()
+        self._respawn_after(child.index, len(self._start_failures), "failed to start")
+
+    def _log_start_failure(self, error: ChildStartError) -> None:
+        """Log a start failure; the child's traceback only when it says something new."""
+        said = (error.error_type, error.error_message)
+        if error.child_traceback and said != self._last_start_failure:
+            logger.error("%s\nTraceback in the child:\n%s", error, error.child_traceback.rstrip())
+        else:
+            logger.error("%s", error)
+        self._last_start_failure = said
+
+    def _respawn_after(self, index: int, deaths: int, what: str) -> None:
+        """Replace the child at ``index`` after the backoff for ``deaths`` recent deaths."""
+        assert self._loop is not None
+        delay = respawn_delay(deaths, self.config)
+        if delay <= 0:
+            self._respawn(index)
+            return
+        logger.warning(
+            "%d children %s within %g s: the replacement of child %d starts in %.2f s",
+            deaths,
+            what,
+            self.config.seconds("crash_loop_window"),
+            index,
+            delay,
+        )
+        self._stats["respawns_delayed"] += 1
+        self._respawn_delay_seconds += delay
+        self._respawns[index] = self._loop.call_later(delay, self._respawn, index)
+
+    def _respawn(self, index: int) -> None:
+        self._respawns.pop(index, None)
+        if not self._closing:
+            self._spawn(index)
+            self._notify()
 
     def _forget_reader(self, child: _Child) -> None:
         assert self._loop is not None
@@ -794,12 +983,30 @@ class ProcessPool:
             child.cpu_seconds = times.user + times.system
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILL what is left of a dead child's process group (it led one: runner._child).
+
+    A group id stays taken while any process is in the group, so this reaches only the
+    child's leftovers (with spawn, the child is not even reaped yet).
+    """
+    if pid <= 0:
+        return  # never killpg(0): that is our own group
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def _emit_child_record(fields: dict[str, Any]) -> None:
     """Hand a child's log record to this process's handlers, as if logged here."""
     record = logging.makeLogRecord(fields)
     target = logging.getLogger(record.name)
     if target.isEnabledFor(record.levelno):
         target.handle(record)
+
+
+def _doing(child: _Child, was: _State) -> str:
+    if child.task is not None:
+        return f"while running {child.task.activity_type!r}"
+    return "before it was ready" if was is _State.STARTING else "while idle"
 
 
 def _index(child: _Child) -> int:

@@ -54,9 +54,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from runner import ActivitySpec
 
-from ._config import PoolConfig
+from ._config import PoolConfig, config_from_executor
+from ._custom_slots import CustomSlots, ReserveContext
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
+from ._forks import check_create, check_use
 from ._interceptors import activity_interceptors
 from ._local import LocalActivityExecutor
 from ._poller import (
@@ -67,6 +69,7 @@ from ._poller import (
     ResourceTargets,
     Slots,
 )
+from ._sdk_metrics import ActivityMetrics, RequestMetrics
 from ._service import ActivityService, describe_rpc_error
 from ._supervisor import ProcessPool
 
@@ -74,6 +77,8 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger("pool.worker")
 
+# How often the slot and poller gauges of the SDK's metrics are sampled.
+_METRICS_SAMPLE_INTERVAL = 1.0
 _DEFAULT_SLOTS = 100  # the stock worker's default activity slot count
 # Our packages are never workflow code: a workflow module that imports ``pool`` (the
 # smallest program does) gets them passed through the sandbox instead of re-imported
@@ -101,12 +106,18 @@ class _ActivityPlan:
     type_limits: dict[str, int]
 
 
-def _activity_slots(max_concurrent_activities: int | None, tuner: WorkerTuner | None) -> Slots:
+def _activity_slots(
+    max_concurrent_activities: int | None,
+    tuner: WorkerTuner | None,
+    reserve_context: Callable[[], ReserveContext],
+) -> Slots:
     if tuner is not None:
         # The one place we read a tuner's activity supplier (private in temporalio).
         supplier = tuner._get_activity_task_slot_supplier()
         if isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
             return Slots(supplier.num_slots)
+        if isinstance(supplier, temporalio.worker.CustomSlotSupplier):
+            return CustomSlots(supplier, reserve_context())
         if isinstance(supplier, temporalio.worker.ResourceBasedSlotSupplier):
             slot = supplier.slot_config
             ramp = slot.ramp_throttle
@@ -122,7 +133,8 @@ def _activity_slots(max_concurrent_activities: int | None, tuner: WorkerTuner | 
             )
         raise WorkerConfigError(
             f"tuner: the activity slot supplier {type(supplier).__name__} is not supported by "
-            "pool.Worker; use WorkerTuner.create_fixed(...) or create_resource_based(...)"
+            "pool.Worker; use a FixedSizeSlotSupplier, a ResourceBasedSlotSupplier or a "
+            "temporalio.worker.CustomSlotSupplier subclass"
         )
     if max_concurrent_activities is not None:
         if max_concurrent_activities < 1:
@@ -131,6 +143,27 @@ def _activity_slots(max_concurrent_activities: int | None, tuner: WorkerTuner | 
             )
         return Slots(max_concurrent_activities)
     return Slots(_DEFAULT_SLOTS)
+
+
+def _warn_if_threads_fewer_than_slots(
+    activity_executor: object, max_concurrent_activities: int | None, tuner: WorkerTuner | None
+) -> None:
+    """Stock's warning, for a thread pool only: tasks beyond its threads wait in it.
+
+    The process path needs none: it polls only for tasks a child can start.
+    """
+    if not isinstance(activity_executor, concurrent.futures.ThreadPoolExecutor):
+        return
+    slots = max_concurrent_activities
+    if tuner is not None and tuner._get_activities_max():
+        slots = tuner._get_activities_max()
+    max_workers = activity_executor._max_workers
+    if max_workers < (slots or 0):
+        warnings.warn(
+            f"Worker max_concurrent_activities is {slots} "
+            f"but activity_executor's max_workers is only {max_workers}",
+            stacklevel=4,  # the caller of Worker(...)
+        )
 
 
 def _plan_activities(
@@ -171,15 +204,17 @@ def _plan_activities(
             )
         pool = activity_executor
     elif isinstance(activity_executor, concurrent.futures.ProcessPoolExecutor):
-        # A program written for the stock worker: take the executor as a size.
+        # A program written for the stock worker: take the executor's size and options.
         size = getattr(activity_executor, "_max_workers", None) or os.cpu_count() or 1
+        config, taken = config_from_executor(activity_executor, pool_config)
         logger.info(
             "activity_executor is a ProcessPoolExecutor(max_workers=%d): pool.Worker runs %d "
-            "supervised child processes instead and leaves that executor unused",
+            "supervised child processes instead and leaves that executor unused%s",
             size,
-            size,
+            processes or size,
+            f" (taken from it: {', '.join(taken)})" if taken else "",
         )
-        pool = ProcessPool(processes or size, config=pool_config)
+        pool = ProcessPool(processes or size, config=config)
     elif activity_executor is None:
         if has_sync:
             pool = ProcessPool(processes, config=pool_config)
@@ -380,6 +415,8 @@ class Worker:
                 "max_concurrent_local_activities, or max_concurrent_nexus_tasks when also "
                 "specifying tuner"
             )
+        check_create(client)
+        self._created_in = os.getpid()
         if isinstance(o.activity_executor, ProcessPool) and o.pool_config is not None:
             raise WorkerConfigError("pool_config goes to the ProcessPool itself, not both")
         dc = client.data_converter
@@ -403,6 +440,10 @@ class Worker:
         self._async_exiting = False
 
         # -- activity side (ours) --
+        if o.activities:
+            _warn_if_threads_fewer_than_slots(
+                o.activity_executor, o.max_concurrent_activities, o.tuner
+            )
         self._activity_side: _ActivitySide | None = None
         remote = bool(o.activities) and not o.no_remote_activities
         if remote:
@@ -411,7 +452,13 @@ class Worker:
                 o.activity_executor,
                 o.processes,
                 o.pool_config,
-                _activity_slots(o.max_concurrent_activities, o.tuner),
+                _activity_slots(
+                    o.max_concurrent_activities,
+                    o.tuner,
+                    lambda: ReserveContext.for_worker(
+                        o.task_queue, o.identity or client.identity, o.build_id, o.deployment_config
+                    ),
+                ),
                 _poller_count(
                     o.max_concurrent_activity_task_polls, o.activity_task_poller_behavior
                 ),
@@ -482,15 +529,14 @@ class Worker:
                     local_executor = self._local_executor
             inner_tuner = o.tuner
             if o.tuner is not None:
-                supplier = o.tuner._get_activity_task_slot_supplier()
-                if not isinstance(supplier, temporalio.worker.FixedSizeSlotSupplier):
-                    # The inner worker polls no activities: give it a harmless one.
-                    inner_tuner = WorkerTuner.create_composite(
-                        workflow_supplier=o.tuner._get_workflow_task_slot_supplier(),
-                        activity_supplier=temporalio.worker.FixedSizeSlotSupplier(1),
-                        local_activity_supplier=o.tuner._get_local_activity_task_slot_supplier(),
-                        nexus_supplier=o.tuner._get_nexus_slot_supplier(),
-                    )
+                # The inner worker polls no activities: give it a harmless supplier (and
+                # no second max_workers warning).
+                inner_tuner = WorkerTuner.create_composite(
+                    workflow_supplier=o.tuner._get_workflow_task_slot_supplier(),
+                    activity_supplier=temporalio.worker.FixedSizeSlotSupplier(1),
+                    local_activity_supplier=o.tuner._get_local_activity_task_slot_supplier(),
+                    nexus_supplier=o.tuner._get_nexus_slot_supplier(),
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._inner = temporalio.worker.Worker(
@@ -602,6 +648,33 @@ class Worker:
     def dispatcher(self) -> Dispatcher | None:
         return self._activity_side.dispatcher if self._activity_side else None
 
+    def readiness(self) -> dict[str, str]:
+        """Each readiness check -> ``"ok"`` or what is wrong (``/readyz`` serves this).
+        Call it on the worker's loop: it reads live state."""
+        if self.is_shutdown:
+            worker = "shut down"
+        elif self._shutdown_requested.is_set():
+            worker = "shutting down"
+        elif not self._ready.is_set():
+            worker = "starting"
+        else:
+            worker = "ok"
+        checks = {"worker": worker}
+        side = self._activity_side
+        if side is not None:
+            poller = side.poller
+            if poller is None:
+                checks["polling"] = "not started"
+            elif poller.poll_failure is not None:
+                checks["polling"] = f"activity polls fail: {poller.poll_failure}"
+            else:
+                checks["polling"] = "ok"
+            if side.pool is not None:
+                snapshot = side.pool.snapshot()
+                up = snapshot.idle + snapshot.busy
+                checks["children"] = "ok" if up else f"no child is ready (0 of {snapshot.size})"
+        return checks
+
     def __repr__(self) -> str:
         state = "running" if self.is_running else ("shut down" if self.is_shutdown else "new")
         parts = [f"task_queue={self.task_queue!r}", state]
@@ -613,6 +686,7 @@ class Worker:
         """Run until :meth:`shutdown`; raises the fatal error if the worker fails.
 
         Each plugin's ``run_worker`` wraps the run, the first plugin outermost."""
+        check_use(self._created_in)
         if self._started:
             raise RuntimeError("Already started")
         self._started = True
@@ -753,7 +827,8 @@ class Worker:
                 await self.run()
             except BaseException as err:
                 self._async_context_error = err
-                if not self._async_exiting:
+                # Before ready, __aenter__ is waiting on this task and raises err itself.
+                if self._ready.is_set() and not self._async_exiting:
                     current.cancel()
 
         self._async_context_run = asyncio.create_task(run())
@@ -825,6 +900,7 @@ class _ActivitySide:
         self.service: ActivityService | None = None
         self.dispatcher: Dispatcher | None = None
         self.poller: Poller | None = None
+        self.metrics: ActivityMetrics | None = None
         self.slots = plan.slots
         self._fatal: asyncio.Future[BaseException] | None = None
         self._poller_task: asyncio.Task[None] | None = None
@@ -866,7 +942,12 @@ class _ActivitySide:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._fatal = loop.create_future()
-        self.service = ActivityService(self._client, self._identity)
+        meter = _runtime(self._client).metric_meter
+        namespace = self._client.namespace
+        self.metrics = ActivityMetrics(meter, namespace, self._task_queue)
+        self.service = ActivityService(
+            self._client, self._identity, interceptors=[RequestMetrics(meter, namespace)]
+        )
         blob_limit = await self._describe_namespace()
         self._dispatch_settings = replace(self._dispatch_settings, blob_size_limit=blob_limit)
         sender = None
@@ -883,8 +964,9 @@ class _ActivitySide:
             thread_executor=self.plan.thread_executor,
             shared_state=self._shared_state,
             release_slot=self.slots.release,
-            metric_meter=_runtime(self._client).metric_meter,
+            metric_meter=meter,
             type_limits=self.plan.type_limits,
+            metrics=self.metrics,
             interceptors=self._interceptors,
             decode_headers=self._client.config()["header_codec_behavior"]
             == temporalio.client.HeaderCodecBehavior.CODEC,
@@ -919,6 +1001,7 @@ class _ActivitySide:
             limiter=RateLimiter(self._rate) if self._rate else None,
             pool=self.pool,
             dispatch=self.dispatcher.start,
+            metrics=self.metrics,
         )
 
     async def _describe_namespace(self) -> int | None:
@@ -975,13 +1058,24 @@ class _ActivitySide:
         """Poll and dispatch until shutdown; raises the fatal error if one happens."""
         assert self.poller is not None and self._fatal is not None
         self._poller_task = asyncio.create_task(self.poller.run(), name="activity-poller")
+        sampler = asyncio.create_task(self._sample_metrics(), name="activity-metrics")
         waiting: list[asyncio.Future[Any]] = [self._poller_task, self._fatal]
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sampler.cancel()
         if self._fatal in done:
             raise self._fatal.result()
         error = self._poller_task.exception()
         if error is not None:
             raise error
+
+    async def _sample_metrics(self) -> None:
+        """sdk-core's gauges (pollers in flight, slots), sampled every second."""
+        assert self.poller is not None and self.metrics is not None
+        while True:
+            self.metrics.sample(self.poller.polling, self.slots.used, self.slots.free)
+            await asyncio.sleep(_METRICS_SAMPLE_INTERVAL)
 
     async def shutdown(
         self, graceful: float, before_close: asyncio.Future[None] | None = None

@@ -9,12 +9,18 @@
 
 ``activity.heartbeat()`` and ``activity.is_cancelled()`` touch only local memory;
 everything that costs a system call happens on the helper threads.
+
+Each child leads its own process group, which the activity's subprocesses join. When
+the parent dies (control or task pipe EOF, or the parent-death signal) the child
+SIGKILLs that group, itself included; when the child ends otherwise, the parent does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -22,15 +28,16 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+import multiprocess
 import temporalio.activity
 import temporalio.api.common.v1
 import temporalio.api.failure.v1
 import temporalio.converter
 import temporalio.exceptions
 
-from . import _context
+from . import _context, _metrics, _trace
 from ._frames import FrameReader, send_frame
 from ._messages import (
     ActivitySpec,
@@ -55,19 +62,58 @@ logger = logging.getLogger("runner")
 
 # Named exit codes, so the parent can say what happened.
 EXIT_PARENT_GONE = 70  # the control pipe closed: the parent died
-EXIT_BROKEN = 71  # the child could not load what it was sent (see ChildBroken)
+EXIT_BROKEN = 71  # the child failed before it was ready (see ChildBroken)
 
 _CANCEL_SIGNAL = signal.SIGUSR1
 
 
+# What Linux sends us when our parent (the fork server or the worker) dies. Not SIGKILL:
+# that would end this process alone and leave the activity's subprocesses behind, so the
+# handler takes the whole group down instead (see _exit_with_group).
+_PARENT_DEATH_SIGNAL = signal.SIGHUP
+
+
+def _lead_own_group() -> None:
+    """Make this child the leader of a new process group (same session).
+
+    Subprocesses an activity starts join it, so one ``killpg`` ends them with the
+    child: the parent's on any exit of the child, ours when the parent dies.
+    """
+    with contextlib.suppress(OSError):  # pragma: no cover - already a group leader
+        os.setpgid(0, 0)
+
+
+def _exit_with_group(code: int) -> NoReturn:
+    """Exit, taking every process of our group (the activity's subprocesses) along.
+
+    Only when we lead the group: never signal the worker's own group. The SIGKILL
+    reaches this process too, so it ends by that signal rather than ``code``.
+    """
+    if os.getpgrp() == os.getpid():
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpid(), signal.SIGKILL)
+    os._exit(code)
+
+
+def _on_parent_death(signum: int, frame: Any) -> None:
+    _exit_with_group(EXIT_PARENT_GONE)
+
+
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL us when our parent (the fork server or the worker) dies."""
+    """Ask Linux to signal us when our parent (the fork server or the worker) dies.
+
+    The handler runs on the main thread between two bytecodes: an activity inside one
+    long C call that holds the GIL delays it until the call returns.
+    """
+    signal.signal(_PARENT_DEATH_SIGNAL, _on_parent_death)
+    # A mask inherited from whoever started us must not hold it back.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {_PARENT_DEATH_SIGNAL})
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(pr_set_pdeathsig, _PARENT_DEATH_SIGNAL, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - exotic libc
         pass
 
@@ -180,10 +226,10 @@ class _PipeWriter:
         self._fd = conn.fileno()
         self._lock = threading.Lock()
         self._main_ident = threading.main_thread().ident
-        self._raiser = raiser
+        self.raiser = raiser
 
     def send(self, data: bytes) -> None:
-        block = self._raiser.armed and threading.get_ident() == self._main_ident
+        block = self.raiser.armed and threading.get_ident() == self._main_ident
         if block:
             signal.pthread_sigmask(signal.SIG_BLOCK, {_CANCEL_SIGNAL})
         try:
@@ -233,7 +279,9 @@ class _PipeLogHandler(logging.Handler):
 
 
 class _Child:
-    def __init__(self, spec: ChildSpec, task_conn: Any, ctrl_conn: Any) -> None:
+    def __init__(
+        self, spec: ChildSpec, task_conn: Any, ctrl_conn: Any, writer: _PipeWriter
+    ) -> None:
         self._spec = spec
         self._task_conn = task_conn
         self._ctrl_conn = ctrl_conn
@@ -246,17 +294,20 @@ class _Child:
         # reach the next.
         self._cancelled = threading.Event()
         self._contexts = _context.ChildContexts(self._cancelled, self._shutdown_event)
-        self._raiser = _context.CancelRaiser()
+        self._raiser = writer.raiser
         self._current: _Current | None = None
         self._early_cancels: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._main_ident = threading.get_ident()
-        self._shipper = _Shipper(spec.heartbeat_sender, self._heartbeat_failed)
-        self.writer = _PipeWriter(task_conn, self._raiser)
+        # A manager proxy: rebuilt only now, once the authkeys are set.
+        self._shipper = _Shipper(loads(spec.heartbeat_sender), self._heartbeat_failed)
+        self.writer = writer
 
     # -- set-up ---------------------------------------------------------------
 
     def load(self) -> None:
+        """Rebuild what the parent sent; then run the initializer, as the stock
+        ``ProcessPoolExecutor`` does before a child's first task."""
         self._activities = loads(self._spec.activities)
         self._converter = loads(self._spec.converter)
         # Narrowing the converter per task costs ~9 us; skip it when narrowing gives
@@ -271,6 +322,9 @@ class _Child:
             is_local=False,
         )
         self._contextual = self._converter.with_context(probe) is not self._converter
+        if self._spec.initializer is not None:
+            initializer, initargs = loads(self._spec.initializer)
+            initializer(*initargs)
 
     def install_signals(self) -> None:
         # A terminal Ctrl-C reaches the whole process group: the parent decides.
@@ -292,7 +346,7 @@ class _Child:
                 msg = loads(self._ctrl_conn.recv_bytes())
             except (EOFError, OSError):
                 # The parent is gone (even SIGKILLed): do not outlive it.
-                os._exit(EXIT_PARENT_GONE)
+                _exit_with_group(EXIT_PARENT_GONE)
             if isinstance(msg, CancelTask):
                 self._cancel(msg.task_id, msg.details)
             elif isinstance(msg, WorkerShutdown):
@@ -333,7 +387,7 @@ class _Child:
             try:
                 data = reader.read()
             except (EOFError, OSError):
-                os._exit(EXIT_PARENT_GONE)
+                _exit_with_group(EXIT_PARENT_GONE)
             try:
                 msg = loads(data)
             except Exception as err:
@@ -432,12 +486,14 @@ class _Child:
                 self._early_cancels = {
                     k: v for k, v in self._early_cancels.items() if k > task.task_id
                 }
+        recorded: list[_metrics.MetricEvent] = []
         ctx_token = self._contexts.enter(
             info=info,
             heartbeat=heartbeat,
             shield=self._raiser.shielded if raise_enabled else None,
             payload_converter=converter.payload_converter,
             cancellation_details=current.holder,
+            metric_meter=_metrics.BufferedMeter(recorded),
         )
         cpu_start = time.process_time()
         outcome: str
@@ -451,7 +507,8 @@ class _Child:
                     self._deliver_cancel(current, early)
                     if raise_enabled and self._raiser.take():
                         raise temporalio.exceptions.CancelledError("Cancelled")
-                value = spec.fn(*task.args)
+                with _trace.attached(task.trace_context):
+                    value = spec.fn(*task.args)
             finally:
                 self._raiser.disarm()
             outcome = "completed"
@@ -500,6 +557,7 @@ class _Child:
             last_heartbeat=last_heartbeat,
             heartbeat_error=error_bytes,
             cpu_seconds=cpu,
+            metrics=recorded or None,
         )
 
 
@@ -533,28 +591,68 @@ def _unpicklable_result(
         ),
         last_heartbeat=done.last_heartbeat,
         cpu_seconds=done.cpu_seconds,
+        metrics=done.metrics,
     )
+
+
+def _adopt_authkeys(authkeys: tuple[bytes, bytes]) -> None:
+    """Take the parent's process authkeys (stdlib ``multiprocessing``, ``multiprocess``),
+    as a stock ``ProcessPoolExecutor`` child has the first: manager proxies sent to
+    this child authenticate with them."""
+    stdlib_key, multiprocess_key = authkeys
+    multiprocessing.current_process().authkey = stdlib_key
+    multiprocess.current_process().authkey = multiprocess_key
+
+
+def _log_to_parent(writer: _PipeWriter, level: int) -> None:
+    """Every record goes to the parent's handlers (and is printed once, there)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_PipeLogHandler(writer))
+    root.setLevel(level)
+
+
+def _start(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any, writer: _PipeWriter) -> _Child:
+    """Everything before ``ChildReady``: whatever fails here is a start failure."""
+    spec: ChildSpec = loads(spec_bytes)
+    _adopt_authkeys(spec.authkeys)
+    _log_to_parent(writer, spec.log_level)
+    child = _Child(spec, task_conn, ctrl_conn, writer)
+    child.install_signals()
+    child.listen()
+    child.load()
+    return child
+
+
+def _report_start_failure(writer: _PipeWriter, err: BaseException) -> None:
+    """Tell the parent why this child cannot start: its exception and traceback."""
+    kind = type(err)
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    message = dumps(
+        ChildBroken(
+            pid=os.getpid(),
+            error_type=name,
+            message=str(err),
+            traceback="".join(traceback.format_exception(err)),
+        )
+    )
+    with contextlib.suppress(OSError):
+        writer.send(message)
 
 
 def child_main(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any) -> None:
     """Entry point of a child process (the target of ``Process``)."""
+    _lead_own_group()
     _die_with_parent()
-    spec: ChildSpec = loads(spec_bytes)
-    child = _Child(spec, task_conn, ctrl_conn)
-    # Every record goes to the parent's handlers (and is printed once, there).
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(_PipeLogHandler(child.writer))
-    root.setLevel(spec.log_level)
-    child.install_signals()
-    child.listen()
+    writer = _PipeWriter(task_conn, _context.CancelRaiser())
     try:
-        child.load()
+        child = _start(spec_bytes, task_conn, ctrl_conn, writer)
     except BaseException as err:
-        reason = "".join(traceback.format_exception_only(err)).strip()
         try:
-            child.writer.send(dumps(ChildBroken(pid=os.getpid(), reason=reason)))
+            _report_start_failure(writer, err)
         finally:
             os._exit(EXIT_BROKEN)
     child.serve()

@@ -168,9 +168,11 @@ class ChildContexts:
         shield: Callable[[], AbstractContextManager[None]] | None,
         payload_converter: temporalio.converter.PayloadConverter,
         cancellation_details: temporalio.activity._ActivityCancellationDetailsHolder,
+        metric_meter: temporalio.common.MetricMeter | None = None,
     ) -> contextvars.Token[Any]:
         """Like :func:`enter_activity_context` with the child's events. ``info`` is
-        what ``activity.info()`` calls (the child unpacks the Info on first use)."""
+        what ``activity.info()`` calls (the child unpacks the Info on first use);
+        ``metric_meter`` is the child's buffered meter (runner._metrics)."""
         context = temporalio.activity._Context(
             info=info,
             heartbeat=heartbeat,
@@ -178,7 +180,7 @@ class ChildContexts:
             worker_shutdown_event=self._worker_shutdown,
             shield_thread_cancel_exception=shield,
             payload_converter_class_or_instance=payload_converter,
-            runtime_metric_meter=None,
+            runtime_metric_meter=metric_meter,
             client=None,
             cancellation_details=cancellation_details,
         )

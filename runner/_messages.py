@@ -82,9 +82,17 @@ class ChildSpec:
     activities: bytes
     # cloudpickled DataConverter without codec (codecs run in the parent).
     converter: bytes
-    # A picklable temporalio SharedHeartbeatSender (shared_state), or None.
-    heartbeat_sender: Any
+    # A pickled temporalio SharedHeartbeatSender (shared_state), or None. Unpickled
+    # after the authkeys are set: a manager proxy authenticates as it is rebuilt.
+    heartbeat_sender: bytes
     log_level: int
+    # The parent's ``current_process().authkey`` of the stdlib ``multiprocessing`` and of
+    # ``multiprocess``: a stdlib manager's proxies (temporalio's documented
+    # SharedStateManager) authenticate with the stdlib one, which a child started
+    # through ``multiprocess`` would not have.
+    authkeys: tuple[bytes, bytes]
+    # cloudpickled ``(initializer, initargs)``, run once before the first task, or None.
+    initializer: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class RunTask:
     info: temporalio.activity.Info
     # Seconds between heartbeats shipped to the parent (the sdk-core throttle).
     heartbeat_interval: float
+    # The parent's OpenTelemetry context as headers (runner._trace), if any.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,7 @@ class PackedTask:
     args: tuple[Any, ...]
     packed_info: tuple[Any, ...]
     heartbeat_interval: float
+    trace_context: dict[str, str] | None = None
 
     @property
     def task_token(self) -> bytes:
@@ -132,6 +143,7 @@ def task_to_wire(task: RunTask) -> tuple[Any, ...]:
         task.args,
         pack_info(task.info),
         task.heartbeat_interval,
+        task.trace_context,
     )
 
 
@@ -164,10 +176,13 @@ class ChildReady:
 
 @dataclass(frozen=True)
 class ChildBroken:
-    """The child could not load its activities or converter; it exits next."""
+    """The child failed before it was ready (its spec, the heartbeat channel, the
+    activities, the converter or the initializer); it exits next."""
 
     pid: int
-    reason: str
+    error_type: str  # the qualified name of the exception's class
+    message: str
+    traceback: str  # formatted in the child
 
 
 @dataclass(frozen=True)
@@ -195,6 +210,8 @@ class TaskDone:
     # Set when a heartbeat could not be converted: the activity is failed with it.
     heartbeat_error: bytes | None = None
     cpu_seconds: float = 0.0
+    # What the activity recorded through activity.metric_meter() (runner._metrics).
+    metrics: list[tuple[Any, ...]] | None = None
 
 
 def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
@@ -207,6 +224,7 @@ def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
         done.last_heartbeat,
         done.heartbeat_error,
         done.cpu_seconds,
+        done.metrics,
     )
 
 

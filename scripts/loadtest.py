@@ -93,6 +93,7 @@ from temporalio.api.enums.v1 import EventType
 
 import pool
 from pool._devserver import DevServer
+from pool._progress import ProgressBar
 
 WORKERS = ("pool", "stock-process", "stock-thread", "stock-async")
 WORKLOADS = ("noop", "cpu", "heartbeat", "mixed", "payload")
@@ -375,30 +376,20 @@ def _kill_leftovers(procs: list[psutil.Process], grace: float = 2.0) -> None:
 
 
 class _Progress:
+    """Activities done for one worker kind, with the rate and the errors."""
+
     def __init__(self, label: str, total: int) -> None:
-        self.label = label
-        self.total = total
         self.done = 0
         self.errors = 0
         self.start = time.monotonic()
-        self._tty = sys.stderr.isatty()
-        self._last = 0.0
-
-    def line(self) -> str:
-        elapsed = time.monotonic() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        return (
-            f"[{self.label}] {self.done}/{self.total} activities  {elapsed:5.1f} s  "
-            f"{rate:7.1f}/s  errors {self.errors}"
-        )
+        self._bar = ProgressBar(total=total, label=f"[{label}]", out=sys.stderr, every=2.0)
 
     def show(self, final: bool = False) -> None:
-        now = time.monotonic()
-        if self._tty:
-            print("\r" + self.line(), end="\n" if final else "", file=sys.stderr, flush=True)
-        elif final or now - self._last >= 2.0:
-            print(self.line(), file=sys.stderr, flush=True)
-            self._last = now
+        elapsed = time.monotonic() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        self._bar.update(self.done, f"{rate:7.1f}/s  errors {self.errors}", final=final)
+        if final:
+            self._bar.finish()
 
     async def run(self) -> None:
         while True:

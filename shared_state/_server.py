@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import threading
 from typing import Any
 
@@ -116,7 +117,9 @@ ServerManager.register("EventFactory", EventFactory, OwnerHandle)
 def serve_init(address: str) -> None:
     """Runs first in the server process (SIGINT is already ignored there by
     ``BaseManager._run_server``): leave with the parent, so a SIGKILLed owner leaves no
-    orphan manager and no socket behind."""
+    orphan manager and no socket behind. A terminal's hangup, which reaches the owner's
+    whole process group, is the owner's to handle: ignored here."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parent = multiprocess.parent_process()
     sentinel = getattr(parent, "sentinel", None)
     if sentinel is None:

@@ -4,6 +4,7 @@ the sync ones cross into child processes)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 from datetime import timedelta
 from typing import Any
@@ -62,6 +63,10 @@ async def waits_for_cancel() -> str:
 def _count_metric() -> str:
     meter = activity.metric_meter()
     meter.create_counter("pool_test_activity_calls", "calls from an activity").add(1)
+    meter.create_histogram("pool_test_activity_size", "sizes seen", "bytes").record(
+        512, {"shape": "square"}
+    )
+    meter.create_gauge_float("pool_test_activity_ratio", "a ratio").set(0.25)
     return "counted"
 
 
@@ -114,3 +119,27 @@ class CancelOnSignal:
         except ActivityError as err:
             return type(err.cause).__name__
         return "completed"
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+@activity.defn(name="read_context_var")
+def read_context_var_sync() -> str:
+    return REQUEST_ID.get()
+
+
+@activity.defn(name="read_context_var")
+async def read_context_var_async() -> str:
+    return REQUEST_ID.get()
+
+
+@workflow.defn
+class RunOnce:
+    @workflow.run
+    async def run(self, name: str) -> Any:
+        return await workflow.execute_activity(
+            name,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )

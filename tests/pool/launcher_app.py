@@ -16,6 +16,7 @@ from temporalio.common import RetryPolicy
 @activity.defn
 def shout(text: str) -> list:
     """[TEXT, pid of the process that ran it]."""
+    activity.logger.info("shouting %s", text)
     return [text.upper(), os.getpid()]
 
 

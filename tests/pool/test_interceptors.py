@@ -34,7 +34,7 @@ from pool._devserver import DevServer, free_port
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _icpt_activities as I
 
-WORKFLOWS = [I.TwoAttempts, I.CancelOnSignal]
+WORKFLOWS = [I.TwoAttempts, I.CancelOnSignal, I.RunOnce]
 
 
 class Recorder(Interceptor):
@@ -121,6 +121,31 @@ async def test_interceptor_replaces_args_and_result_and_sees_heartbeats(
     assert (result["pid"] != os.getpid()) is (kind == "process")
 
 
+class SetsContextVar(Interceptor):
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _SettingInbound(next)
+
+
+class _SettingInbound(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        I.REQUEST_ID.set("set by the interceptor")
+        return await super().execute_activity(input)
+
+
+@pytest.mark.parametrize("kind", ["thread", "async"])
+async def test_context_variables_set_by_an_interceptor_reach_parent_activities(
+    client: temporalio.client.Client, task_queue: str, kind: str
+) -> None:
+    fn = I.read_context_var_async if kind == "async" else I.read_context_var_sync
+    async with _worker(
+        client, task_queue, [fn], threads=kind == "thread", interceptors=[SetsContextVar()]
+    ):
+        result = await client.execute_workflow(
+            I.RunOnce.run, "read_context_var", id=workflow_id(), task_queue=task_queue
+        )
+    assert result == "set by the interceptor"
+
+
 async def test_tracing_interceptor_emits_run_activity_spans_for_child_activities(
     dev_server: DevServer, task_queue: str
 ) -> None:
@@ -141,6 +166,31 @@ async def test_tracing_interceptor_emits_run_activity_spans_for_child_activities
     assert starts, [s.name for s in spans]
     # The activity's spans continue the workflow's trace, through the task's headers.
     assert {s.context.trace_id for s in runs} == {starts[0].context.trace_id}
+
+
+async def test_a_span_opened_in_the_child_is_a_child_of_run_activity(
+    dev_server: DevServer, task_queue: str
+) -> None:
+    from tests.pool import _trace_activities as T
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = await temporalio.client.Client.connect(
+        dev_server.address, interceptors=[TracingInterceptor(provider.get_tracer(__name__))]
+    )
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[T.traced_work],
+        workflows=[T.RunTraced],
+        pool_config=pool.PoolConfig(processes=1, initializer=T.setup_tracing),
+    ):
+        seen = await client.execute_workflow(
+            T.RunTraced.run, id=workflow_id(), task_queue=task_queue
+        )
+    [run] = [s for s in exporter.get_finished_spans() if s.name == "RunActivity:traced_work"]
+    assert seen == {"trace_id": run.context.trace_id, "parent_span_id": run.context.span_id}
 
 
 async def test_simple_plugin_interceptor_and_run_context_are_applied(
@@ -211,9 +261,9 @@ async def test_cancelled_async_activity_reads_activity_cancelled(
         await handle.signal(I.CancelOnSignal.cancel_it)
         assert await handle.result() == "CancelledError"
     assert I.CANCEL_MESSAGES == ["Activity cancelled"]
-    assert any(
-        r.getMessage().startswith("Completing as cancelled") for r in caplog.records
-    ), [(r.name, r.getMessage()) for r in caplog.records]
+    assert any(r.getMessage().startswith("Completing as cancelled") for r in caplog.records), [
+        (r.name, r.getMessage()) for r in caplog.records
+    ]
 
 
 def _scrape(port: int) -> str:
@@ -221,8 +271,8 @@ def _scrape(port: int) -> str:
         return resp.read().decode()
 
 
-@pytest.mark.parametrize("kind", ["thread", "async"])
-async def test_metric_meter_in_parent_activities_reaches_the_runtime(
+@pytest.mark.parametrize("kind", ["process", "thread", "async"])
+async def test_metric_meter_in_activities_reaches_the_runtime(
     dev_server: DevServer, task_queue: str, kind: str
 ) -> None:
     port = free_port()
@@ -243,14 +293,22 @@ async def test_metric_meter_in_parent_activities_reaches_the_runtime(
             )
             == "counted"
         )
-    pattern = re.compile(r"^pool_test_activity_calls\S*\{([^}]*)\} 1$", re.M)
 
-    def counted() -> dict[str, str]:
+    def series(name: str, value: str) -> dict[str, str]:
+        pattern = re.compile(rf"^{name}\{{([^}}]*)\}} {re.escape(value)}$", re.M)
         match = pattern.search(_scrape(port))
-        assert match, "no pool_test_activity_calls series yet"
+        assert match, f"no {name} series with {value} yet"
         return dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
 
-    labels = await async_assert_eventually(counted)
-    assert labels["activity_type"] == "count_metric"
-    assert labels["task_queue"] == task_queue
-    assert labels["namespace"] == "default"
+    # Counter, histogram and gauge, with the activity's attributes (recorded in a child
+    # for the process kind, replayed on the parent's runtime meter).
+    for name, value in (
+        ("pool_test_activity_calls", "1"),
+        ("pool_test_activity_size_sum", "512"),
+        ("pool_test_activity_ratio", "0.25"),
+    ):
+        labels = await async_assert_eventually(lambda n=name, v=value: series(n, v))
+        assert labels["activity_type"] == "count_metric", (name, labels)
+        assert labels["task_queue"] == task_queue
+        assert labels["namespace"] == "default"
+    assert series("pool_test_activity_size_sum", "512")["shape"] == "square"

@@ -5,6 +5,7 @@ connection-setting precedence) in-process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -31,6 +32,7 @@ from pool._launcher import (
     EXIT_OK,
     EXIT_USAGE,
     LaunchError,
+    _pool_config,
     build_parser,
     discover,
     parse_size,
@@ -178,6 +180,25 @@ async def test_run_serves_a_workflow_and_exits_0_on_sigterm(
     assert "shutting down" in worker.stderr
 
 
+async def test_json_logs_are_one_object_per_line_with_the_activity_context(
+    dev_server: DevServer, client: temporalio.client.Client, task_queue: str, launch: Any
+) -> None:
+    worker = launch(*_run_args(dev_server, task_queue, "--processes", "1", "--log-format", "json"))
+    await worker.line("pool worker started")
+    await client.execute_workflow(
+        ShoutWorkflow.run, "hello", id=f"wf-{uuid.uuid4()}", task_queue=task_queue
+    )
+    await worker.line('"message": "shouting hello', stderr=True)
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait() == EXIT_OK, worker.stderr
+    records = [json.loads(line) for line in worker.err if line.strip()]  # every line is JSON
+    [shouting] = [r for r in records if r["message"].startswith("shouting hello")]
+    assert shouting["level"] == "INFO" and shouting["temporal_activity"]["activity_type"] == "shout"
+    assert shouting["child_pid"] != worker.proc.pid
+    assert {"time", "logger", "process"} <= shouting.keys()
+    assert any(r["message"].startswith("Beginning worker shutdown") for r in records)
+
+
 async def test_second_signal_cancels_running_activities_at_once(
     dev_server: DevServer,
     client: temporalio.client.Client,
@@ -233,6 +254,11 @@ _BAD_CONFIG = {
         EXIT_CONFIG,
         "--hard-memory-per-child",
     ),
+    "no crash-loop deaths allowed": (
+        ["run", APP, "-q", "q", "--crash-loop-max-deaths", "0"],
+        EXIT_CONFIG,
+        "--crash-loop-max-deaths must be at least 1",
+    ),
     "unknown profile": (
         ["run", APP, "-q", "q", "--profile", "no-such-profile"],
         EXIT_CONFIG,
@@ -271,6 +297,14 @@ def test_bad_configuration_is_one_line_and_an_exit_code(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("python -m pool run: error: ") and expected in lines[0]
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_crash_loop_flags_reach_the_pool_config() -> None:
+    args = build_parser().parse_args(
+        ["run", APP, "-q", "q", "--crash-loop-max-deaths", "3", "--crash-loop-window", "7.5"]
+    )
+    config = _pool_config(args)
+    assert (config.crash_loop_max_deaths, config.seconds("crash_loop_window")) == (3, 7.5)
 
 
 def test_malformed_flag_is_a_usage_error(tmp_path: Path) -> None:

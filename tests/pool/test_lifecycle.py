@@ -15,6 +15,7 @@ from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _activities as A
 from tests.pool import _bad_activities as B
 from tests.pool import _hb_activities as H
+from tests.pool import _start_activities as S
 
 
 async def _failures(handle) -> list:
@@ -80,24 +81,27 @@ async def test_losing_the_shared_state_manager_is_a_fatal_error(client, task_que
     await handle.terminate()
 
 
-async def test_a_crash_loop_fails_the_worker(client, task_queue):
-    worker = pool.Worker(
+async def test_children_dying_in_tasks_never_stop_the_worker(client, task_queue):
+    async with pool.Worker(
         client,
         task_queue=task_queue,
-        activities=[B.exits_with_os_exit],
+        activities=[S.exits_until_attempt],
         workflows=[B.RunBounded],
-        pool_config=pool.PoolConfig(processes=1, crash_loop_max_deaths=2),
-    )
-    run = asyncio.create_task(worker.run())
-    handle = await client.start_workflow(
-        B.RunBounded.run,
-        args=["exits_with_os_exit", [], 30, 0],
-        id=workflow_id(),
-        task_queue=task_queue,
-    )
-    with pytest.raises(pool.CrashLoopError, match="Crash loop"):
-        await asyncio.wait_for(run, timeout=60)
-    await handle.terminate()
+        pool_config=pool.PoolConfig(
+            processes=1, crash_loop_max_deaths=2, respawn_backoff=0.01, respawn_backoff_max=0.05
+        ),
+    ) as worker:
+        attempt = await client.execute_workflow(
+            B.RunBounded.run,
+            args=["exits_until_attempt", [21], 30, 0],
+            id=workflow_id(),
+            task_queue=task_queue,
+        )
+        assert attempt == 21  # after 20 deaths in a row, with crash_loop_max_deaths=2
+        assert worker.is_running
+        snapshot = worker.process_pool.snapshot()
+        assert (snapshot.deaths, snapshot.start_failures) == (20, 0)
+        assert snapshot.respawns_delayed == 19
 
 
 async def test_children_ignore_sigint(client, task_queue):
@@ -131,5 +135,7 @@ async def test_shutdown_is_announced_once(client, task_queue, caplog, with_workf
         processes=1,
     ):
         pass
-    announced = [r for r in caplog.records if r.getMessage().startswith("Beginning worker shutdown")]
+    announced = [
+        r for r in caplog.records if r.getMessage().startswith("Beginning worker shutdown")
+    ]
     assert len(announced) == 1, [(r.name, r.getMessage()) for r in announced]

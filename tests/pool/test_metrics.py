@@ -87,6 +87,9 @@ async def test_metrics_endpoint_reflects_what_ran(client, task_queue):
     assert value("pool_children_busy") == 1
     assert value("pool_children_died_total") == 1
     assert value("pool_children_started_total") == 3
+    assert value("pool_children_start_failures_total") == 0
+    assert value("pool_children_respawns_delayed_total") == 0  # one death: replaced at once
+    assert value("pool_respawn_delay_seconds_total") == 0
     assert value("pool_polls_ahead_total") == snapshot.promised_ahead
     assert value("pool_tasks_waited_total") == snapshot.tasks_waited
     assert value("pool_task_wait_seconds_total") == snapshot.task_wait_seconds

@@ -162,7 +162,9 @@ async def test_chaos_sigkill_children_under_load(client, task_queue):
         for _ in range(6):  # bounded: at most 6 kills
             if done.done():
                 break
-            busy = [task.pid for task in worker.dispatcher.running() if task.pid]
+            # A task whose child just died stays listed until its failure is reported.
+            alive = worker.process_pool.pids
+            busy = [task.pid for task in worker.dispatcher.running() if task.pid in alive]
             if busy:
                 victim = rng.choice(busy)
                 os.kill(victim, signal.SIGKILL)

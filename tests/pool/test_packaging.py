@@ -102,3 +102,18 @@ def test_console_script_imports_from_the_current_directory(
     )
     assert "unknown module" not in done.stderr, done.stderr
     assert "namespace 'no-such-ns' does not exist" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("shadow", ["runner.py", "shared_state/__init__.py"])
+def test_a_users_module_that_shadows_ours_is_named(tmp_path: Path, shadow: str) -> None:
+    path = tmp_path / shadow
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("VALUE = 1\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "import pool"], cwd=tmp_path, capture_output=True, text=True
+    )
+    culprit = tmp_path / shadow.split("/")[0]
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ImportError: {culprit} shadows the "), done.stderr
+    assert "Rename your" in last

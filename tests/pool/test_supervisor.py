@@ -22,7 +22,7 @@ from temporalio.testing import ActivityEnvironment
 
 import pool
 from pool._lookahead import Lookahead
-from pool._supervisor import after_task, is_crash_loop, memory_verdict
+from pool._supervisor import after_task, is_crash_loop, memory_verdict, respawn_delay
 from runner import ActivitySpec, RunTask
 from tests.helpers import async_assert_eventually
 from tests.pool import _bad_activities as B
@@ -215,15 +215,18 @@ async def test_hard_memory_limit_kills_the_task():
             await p.run("allocate_and_hold", 300, 30)
 
 
-async def test_a_crash_loop_becomes_a_fatal_error():
-    async with _Pool(1, crash_loop_max_deaths=2) as p:
-        for _ in range(3):
+async def test_deaths_of_ready_children_never_become_fatal():
+    async with _Pool(
+        1, crash_loop_max_deaths=2, respawn_backoff=0.001, respawn_backoff_max=0.01
+    ) as p:
+        for _ in range(20):
             with pytest.raises(pool.ChildProcessDied):
                 await p.run("exits_with_os_exit")
-            if p.fatal:
-                break
-        assert len(p.fatal) == 1 and isinstance(p.fatal[0], pool.CrashLoopError)
-        assert "3 child processes died" in str(p.fatal[0])
+        assert (await p.run("burn", 1, 3)).value == [3, 9]
+        assert p.fatal == []
+        snapshot = p.pool.snapshot()
+        assert (snapshot.deaths, snapshot.start_failures) == (20, 0)
+        assert snapshot.respawns_delayed == 19  # the first death is replaced at once
 
 
 async def test_stop_leaves_no_child():
@@ -250,6 +253,12 @@ def test_memory_verdict():
     assert memory_verdict(150, True, config) == "recycle"
     assert memory_verdict(250, True, config) == "kill"
     assert memory_verdict(250, False, config) == "recycle"
+
+
+def test_respawn_delay_doubles_up_to_its_cap():
+    config = pool.PoolConfig(respawn_backoff=0.1, respawn_backoff_max=1.0)
+    assert [respawn_delay(n, config) for n in range(1, 7)] == [0.0, 0.1, 0.2, 0.4, 0.8, 1.0]
+    assert respawn_delay(10**6, config) == 1.0
 
 
 def test_crash_loop_window():
