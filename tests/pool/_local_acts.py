@@ -108,6 +108,14 @@ class Remote:
         return await workflow.execute_activity(noop, start_to_close_timeout=timedelta(seconds=30))
 
 
+def start_once(marker: str) -> None:
+    """A child initializer: the first child starts, every later one fails to."""
+    if os.path.exists(marker):
+        raise RuntimeError("only the first child may start")
+    with open(marker, "w") as f:
+        f.write(str(os.getpid()))
+
+
 @activity.defn
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)

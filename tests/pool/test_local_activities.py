@@ -418,10 +418,16 @@ async def test_local_activity_cancelled_while_waiting_for_a_child_never_runs(
         assert [(child.pid, child.tasks_done) for child in snapshot.children] == [(pid, 3)]
 
 
-async def test_crash_loop_fails_the_worker_with_local_activities_waiting(client, task_queue):
-    # Two deaths make a crash loop: no child comes back for the third attempt, and the
-    # worker must fail rather than wait for it.
-    config = pool.PoolConfig(crash_loop_max_deaths=1)
+async def test_crash_loop_fails_the_worker_with_local_activities_waiting(
+    client, task_queue, tmp_path: Path
+):
+    # The first attempt kills the only child, and no replacement can start: the worker
+    # fails with CrashLoopError rather than wait for a child for the second attempt.
+    config = pool.PoolConfig(
+        crash_loop_max_deaths=1,
+        initializer=L.start_once,
+        initargs=(str(tmp_path / "started"),),
+    )
     worker = _worker(client, task_queue, processes=1, pool_config=config)
     run = asyncio.ensure_future(worker.run())
     await worker.wait_ready()
