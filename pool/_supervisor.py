@@ -561,6 +561,12 @@ class ProcessPool:
         self._reserved -= 1
         self._notify()
 
+    def claim(self) -> None:
+        """Promise a child now, even beyond what :meth:`reserve` allows: for work already
+        accepted (a local activity). :meth:`run` then waits for an idle child if need be,
+        and no poll is made for the child it is about to take."""
+        self._reserved += 1
+
     async def run(
         self, task: RunTask, *, reserved: bool = True
     ) -> tuple[int, asyncio.Future[TaskDone]]:
