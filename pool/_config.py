@@ -115,7 +115,34 @@ class PoolConfig:
     start_timeout: timedelta | float = timedelta(seconds=60)
     """How long a new child may take to report ready."""
 
+    native_threads: int | Literal["auto"] | None = "auto"
+    """Threads per native thread pool in each child (OpenMP, OpenBLAS, MKL, BLIS,
+    Accelerate, numexpr: the ``*_NUM_THREADS`` variables, set before the activities'
+    modules load, and threadpoolctl for a library the fork server preloaded).
+    ``"auto"``: ``max(1, cpu_count // processes)``, so the children together use the
+    cores once instead of each starting a thread per core; a number: that many;
+    ``None`` or 0: leave the libraries alone. A variable the user set is never
+    overridden."""
+
+    cpu_affinity: bool = False
+    """Pin each child to one core (round robin over the cores the worker may use;
+    Linux). For one CPU-bound activity per core with no migration; the default lets
+    the kernel schedule."""
+
+    def native_thread_limit(self) -> int | None:
+        """The children's native thread limit as a number (None: no limit)."""
+        if self.native_threads == "auto":
+            return max(1, (os.cpu_count() or 1) // self.size)
+        return self.native_threads or None
+
     def __post_init__(self) -> None:
+        if self.native_threads not in ("auto", None) and (
+            not isinstance(self.native_threads, int) or self.native_threads < 0
+        ):
+            raise WorkerConfigError(
+                f"native_threads must be 'auto', a number of threads or None, got "
+                f"{self.native_threads!r}"
+            )
         if self.processes is not None and self.processes < 1:
             raise WorkerConfigError(
                 f"processes must be at least 1, got {self.processes}: leave it unset to use "

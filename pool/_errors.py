@@ -131,8 +131,9 @@ class ChildStartError(PoolError):
         if error_type is not None:
             what = f"{error_type}: {error_message}"
             hint = (
-                "Every activity, the data converter and the initializer must load in a "
-                "fresh Python process started by the pool (importable, or picklable by value)"
+                "The child's traceback shows where: loading an activity (its module must "
+                "import in a fresh process), the data converter or the heartbeat channel, "
+                "or the initializer"
             )
         else:
             what = f"it died ({_describe_start_exit(exitcode)})"

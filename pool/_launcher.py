@@ -121,6 +121,21 @@ def parse_size(text: str) -> int:
     return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
 
 
+def _native_threads(text: str) -> int | str:
+    """``--native-threads``: a number of threads, ``auto``, or ``off`` (0)."""
+    if text in ("auto", "off"):
+        return "auto" if text == "auto" else 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of threads, 'auto' or 'off', got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (or 'off'), got {value}")
+    return value
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -326,6 +341,19 @@ def _add_run_parser(sub: Any) -> None:
         type=int,
         metavar="N",
         help="replace a child after N tasks",
+    )
+    r.add_argument(
+        "--native-threads",
+        type=_native_threads,
+        metavar="N|auto|off",
+        help="threads per native thread pool (OpenMP, BLAS, numexpr) in each child "
+        "(default: auto, CPUs / processes; off: leave the libraries alone)",
+    )
+    r.add_argument(
+        "--cpu-affinity",
+        action="store_true",
+        default=None,
+        help="pin each child to one core (Linux)",
     )
     r.add_argument(
         "--max-memory-per-child",
@@ -1001,6 +1029,10 @@ def _pool_config(args: argparse.Namespace) -> Any:
         options["crash_loop_window"] = timedelta(seconds=args.crash_loop_window)
     if args.lookahead is not None:
         options["lookahead"] = args.lookahead
+    if args.native_threads is not None:
+        options["native_threads"] = args.native_threads or None
+    if args.cpu_affinity:
+        options["cpu_affinity"] = True
     try:
         return PoolConfig(**options)
     except WorkerConfigError as err:
@@ -1021,6 +1053,8 @@ def _pool_flags_given(args: argparse.Namespace) -> bool:
                 "lookahead",
                 "crash_loop_max_deaths",
                 "crash_loop_window",
+                "native_threads",
+                "cpu_affinity",
             )
         )
         or args.start_method != "forkserver"

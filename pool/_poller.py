@@ -323,6 +323,10 @@ class Poller:
         """Polls in flight now (sdk-core's ``num_pollers``)."""
         return len(self._calls)
 
+    def _pollers_changed(self) -> None:
+        if self._metrics is not None:
+            self._metrics.pollers(len(self._calls))
+
     def _poll_failed(self, reason: str) -> None:
         self.poll_failure = reason
 
@@ -331,12 +335,14 @@ class Poller:
     ) -> PollActivityTaskQueueResponse:
         call = self._service.call_once("PollActivityTaskQueue", request, POLL_DEADLINE)
         self._calls[call] = asyncio.current_task()
+        self._pollers_changed()
         loop = asyncio.get_running_loop()
         sent = loop.time()
         try:
             response: PollActivityTaskQueueResponse = await call
         finally:
             self._calls.pop(call, None)
+            self._pollers_changed()
         if response.task_token and self._pool is not None:
             self._pool.lookahead.observe_poll(loop.time() - sent)
         return response

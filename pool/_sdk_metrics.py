@@ -2,7 +2,8 @@
 
     Poller      task_received, schedule_to_start_latency, poll_no_task
     Dispatcher  execution_latency, execution_failed, succeed_endtoend_latency
-    sampler     num_pollers{poller_type="activity_task"}, worker_task_slots_available/used
+    Poller      num_pollers{poller_type="activity_task"} as polls start and end
+    sampler     worker_task_slots_available/used (every second)
     channel     request / request_failure / request_latency and the long_request_*
                 family (PollActivityTaskQueue), through a grpc.aio interceptor
 
@@ -121,8 +122,11 @@ class ActivityMetrics:
 
     # -- the sampler --
 
-    def sample(self, polling: int, slots_used: int, slots_free: int | None) -> None:
+    def pollers(self, polling: int) -> None:
+        """Polls in flight changed (recorded as it happens, as sdk-core does)."""
         self._pollers.set(polling)
+
+    def sample(self, slots_used: int, slots_free: int | None) -> None:
         self._slots_used.set(slots_used)
         if slots_free is not None:  # a custom supplier's: not recorded, as in sdk-core
             self._slots_available.set(slots_free)

@@ -390,6 +390,8 @@ class ProcessPool:
                 bytes(multiprocess.current_process().authkey),
             ),
             "initializer": self._pickled_initializer(),
+            "native_threads": self.config.native_thread_limit(),
+            "cpu_affinity": self.config.cpu_affinity,
         }
         for index in range(self.size):
             self._spawn(index)
@@ -558,6 +560,12 @@ class ProcessPool:
         """Give back a promise (the poll came back empty, or the task was async)."""
         self._reserved -= 1
         self._notify()
+
+    def claim(self) -> None:
+        """Promise a child now, even beyond what :meth:`reserve` allows: for work already
+        accepted (a local activity). :meth:`run` then waits for an idle child if need be,
+        and no poll is made for the child it is about to take."""
+        self._reserved += 1
 
     async def run(
         self, task: RunTask, *, reserved: bool = True

@@ -1,7 +1,8 @@
 """``pool.Worker``: a drop-in for ``temporalio.worker.Worker``.
 
 pool.Worker ─┬─ temporalio.worker.Worker   workflows, local activities, Nexus
-             │                             (no_remote_activities=True)
+             │                             (no_remote_activities=True); sync local
+             │                             activities: LocalActivityExecutor -> ProcessPool
              └─ _ActivitySide               remote activities, ours:
                   ActivityService  grpc.aio channel from the client's settings
                   Poller           polls only with a free slot (and idle child)
@@ -59,6 +60,7 @@ from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
 from ._forks import check_create, check_use
 from ._interceptors import activity_interceptors
+from ._local import LocalActivityExecutor
 from ._poller import (
     Poller,
     PollSettings,
@@ -499,16 +501,26 @@ class Worker:
         # -- workflow side (temporalio's own worker) --
         self._inner: temporalio.worker.Worker | None = None
         self._local_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local_in_pool: LocalActivityExecutor | None = None
         if o.workflows or o.nexus_service_handlers:
             local_executor: concurrent.futures.Executor | None = None
+            local_shared_state: SharedStateManager | None = None
             has_sync = any(
                 not temporalio.activity._Definition.must_from_callable(a).is_async
                 for a in o.activities
             )
             if o.workflows and o.activities and has_sync:
-                # Local activities run in the parent: sync ones in threads.
+                # Sync local activities: in the pool's children, or in threads when the
+                # user gave a ThreadPoolExecutor (or no pool runs).
+                pool_for_local = self.process_pool
                 if isinstance(o.activity_executor, concurrent.futures.ThreadPoolExecutor):
                     local_executor = o.activity_executor
+                elif pool_for_local is not None:
+                    self._local_in_pool = LocalActivityExecutor(
+                        pool_for_local, client.data_converter
+                    )
+                    local_executor = self._local_in_pool
+                    local_shared_state = self._local_in_pool.shared_state
                 else:
                     self._local_executor = concurrent.futures.ThreadPoolExecutor(
                         max_workers=o.max_concurrent_local_activities or 16,
@@ -534,6 +546,7 @@ class Worker:
                     nexus_service_handlers=o.nexus_service_handlers,
                     workflows=o.workflows,
                     activity_executor=local_executor,
+                    shared_state_manager=local_shared_state,
                     workflow_task_executor=o.workflow_task_executor,
                     nexus_task_executor=o.nexus_task_executor,
                     workflow_runner=o.workflow_runner,
@@ -744,11 +757,23 @@ class Worker:
             raise exception
 
     async def _shutdown_sides(self, tasks: dict[str, asyncio.Task[Any]]) -> None:
-        steps = []
-        if self._activity_side is not None:
-            steps.append(self._activity_side.shutdown(self._graceful.total_seconds()))
+        steps: list[Awaitable[None]] = []
+        inner: asyncio.Future[None] | None = None
         if self._inner is not None:
-            steps.append(self._inner_shutdown(tasks.get("workflows")))
+            inner = asyncio.ensure_future(self._inner_shutdown(tasks.get("workflows")))
+            steps.append(inner)
+        if self._activity_side is not None:
+            # Local activities run in the pool too: it stops once temporalio's worker is
+            # done, unless the activity side failed (a crash loop: no child may come back
+            # for the local activities waiting for one).
+            failed = "activities" in tasks and tasks["activities"].done()
+            wait_for_local = self._local_in_pool is not None and not failed
+            steps.append(
+                self._activity_side.shutdown(
+                    self._graceful.total_seconds(),
+                    before_close=inner if wait_for_local else None,
+                )
+            )
         results = await asyncio.gather(*steps, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -1046,13 +1071,15 @@ class _ActivitySide:
             raise error
 
     async def _sample_metrics(self) -> None:
-        """sdk-core's gauges (pollers in flight, slots), sampled every second."""
+        """sdk-core's slot gauges, sampled every second."""
         assert self.poller is not None and self.metrics is not None
         while True:
-            self.metrics.sample(self.poller.polling, self.slots.used, self.slots.free)
+            self.metrics.sample(self.slots.used, self.slots.free)
             await asyncio.sleep(_METRICS_SAMPLE_INTERVAL)
 
-    async def shutdown(self, graceful: float) -> None:
+    async def shutdown(
+        self, graceful: float, before_close: asyncio.Future[None] | None = None
+    ) -> None:
         if self.poller is not None:
             self.poller.stop()
         if self._poller_task is not None:
@@ -1065,6 +1092,8 @@ class _ActivitySide:
                 self.dispatcher.cancel_all_for_shutdown()
                 await self.dispatcher.wait_idle()
             await self.dispatcher.heartbeats.close()
+        if before_close is not None:
+            await asyncio.wait([before_close])
         await self.close()
 
     async def _send_shutdown_worker(self) -> None:

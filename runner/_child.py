@@ -37,7 +37,7 @@ import temporalio.api.failure.v1
 import temporalio.converter
 import temporalio.exceptions
 
-from . import _context, _metrics, _trace
+from . import _context, _metrics, _native, _trace
 from ._frames import FrameReader, send_frame
 from ._messages import (
     ActivitySpec,
@@ -618,6 +618,10 @@ def _start(spec_bytes: bytes, task_conn: Any, ctrl_conn: Any, writer: _PipeWrite
     spec: ChildSpec = loads(spec_bytes)
     _adopt_authkeys(spec.authkeys)
     _log_to_parent(writer, spec.log_level)
+    # Before the activities' modules are imported (child.load): they read these.
+    _native.limit_native_threads(spec.native_threads)
+    if spec.cpu_affinity:
+        _native.pin_to_core(spec.index)
     child = _Child(spec, task_conn, ctrl_conn, writer)
     child.install_signals()
     child.listen()

@@ -93,6 +93,10 @@ class ChildSpec:
     authkeys: tuple[bytes, bytes]
     # cloudpickled ``(initializer, initargs)``, run once before the first task, or None.
     initializer: bytes | None = None
+    # Threads per native thread pool (runner._native); None leaves them alone.
+    native_threads: int | None = None
+    # Pin the child to one core (its index, round robin over the allowed cores).
+    cpu_affinity: bool = False
 
 
 @dataclass(frozen=True)

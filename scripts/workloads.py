@@ -186,6 +186,28 @@ class LoadWorkflow:
         return results
 
 
+# -- bench_native_threads.py: NumPy in a child -------------------------------------
+
+
+@activity.defn(name="lt_matmul")
+def lt_matmul(size: int) -> dict[str, Any]:
+    """One ``size`` x ``size`` matrix product; ``cpu`` counts every thread of the
+    process (BLAS's own threads included), which is the point of the benchmark."""
+    import numpy
+
+    rng = numpy.random.default_rng(size)
+    a = rng.random((size, size))
+    b = rng.random((size, size))
+    cpu_start = time.process_time()
+    wall_start = time.perf_counter()
+    a @ b
+    return {
+        "cpu": time.process_time() - cpu_start,
+        "wall": time.perf_counter() - wall_start,
+        "pid": os.getpid(),
+    }
+
+
 # -- bench_dispatch.py: run in a pool child or a stdlib executor process --------------
 
 

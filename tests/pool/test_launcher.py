@@ -496,6 +496,41 @@ async def test_two_launchers_on_one_queue_share_the_work(
     assert served == set(by_launcher), "one launcher did all the work"
 
 
+async def test_stopping_one_of_two_launchers_loses_nothing(
+    dev_server: DevServer,
+    client: temporalio.client.Client,
+    task_queue: str,
+    launch: Any,
+    tmp_path: Path,
+) -> None:
+    """One launcher stops (SIGTERM, graceful) while both serve a load whose activities
+    may not be retried: its running activity finishes, the other launcher takes the rest."""
+    args = ("--processes", "1", "--graceful-shutdown-timeout", "30")
+    first = launch(*_run_args(dev_server, task_queue, *args))
+    second = launch(*_run_args(dev_server, task_queue, *args))
+    await first.line("pool worker started")
+    await second.line("pool worker started")
+    markers = [tmp_path / f"linger-{i}" for i in range(8)]
+    handles = [
+        await client.start_workflow(
+            LingerWorkflow.run, args=[str(m), 0.4], id=f"wf-{uuid.uuid4()}", task_queue=task_queue
+        )
+        for m in markers
+    ]
+    first_children = {p.pid for p in psutil.Process(first.proc.pid).children(recursive=True)}
+
+    def first_is_running_one() -> bool:
+        return any(m.exists() and int(m.read_text() or 0) in first_children for m in markers)
+
+    await async_assert_eventually(first_is_running_one, timeout=_READY_TIMEOUT)
+    first.signal(signal.SIGTERM)
+    results = await asyncio.gather(*(h.result() for h in handles))
+    assert results == ["finished"] * len(markers)  # none failed: maximum_attempts=1
+    assert await first.wait() == EXIT_OK, first.stderr
+    ran_on = {int(m.read_text()) for m in markers}
+    assert ran_on & first_children and ran_on - first_children  # both did some
+
+
 async def test_metrics_endpoints_of_a_launched_worker(
     dev_server: DevServer, client: temporalio.client.Client, task_queue: str, launch: Any
 ) -> None:

@@ -1,25 +1,20 @@
 """Misbehaving activities against the real dev server: one table, each row an
 activity and what the workflow must see; after every row the worker still works.
-Plus the chaos test, a dead parent, and a server restart in the middle of a load."""
+Plus a dead parent (the chaos scenarios are in test_chaos.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import psutil
 import pytest
-import temporalio.client
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError, TimeoutError
 
 import pool
-from pool._devserver import DevServer
 from tests.helpers import assert_eventually, async_assert_eventually, workflow_id
 from tests.pool import _bad_activities as B
 
@@ -140,47 +135,6 @@ async def test_cancelled_activity_that_ignores_it_is_killed_and_reported(client,
         await async_assert_eventually(lambda: pid not in worker.process_pool.pids)
 
 
-async def test_chaos_sigkill_children_under_load(client, task_queue):
-    """Random SIGKILLs during a bounded CPU load: every workflow completes correctly."""
-    rng = random.Random(1234)
-    async with pool.Worker(
-        client,
-        task_queue=task_queue,
-        activities=ACTIVITIES,
-        workflows=WORKFLOWS,
-        pool_config=FAST,
-    ) as worker:
-        initial = set(worker.process_pool.pids)
-        handles = [
-            await client.start_workflow(
-                B.BurnFanOut.run, args=[8, 100], id=workflow_id(), task_queue=task_queue
-            )
-            for _ in range(4)
-        ]
-        killed: list[int] = []
-        done = asyncio.gather(*(h.result() for h in handles))
-        for _ in range(6):  # bounded: at most 6 kills
-            if done.done():
-                break
-            # A task whose child just died stays listed until its failure is reported.
-            alive = worker.process_pool.pids
-            busy = [task.pid for task in worker.dispatcher.running() if task.pid in alive]
-            if busy:
-                victim = rng.choice(busy)
-                os.kill(victim, signal.SIGKILL)
-                killed.append(victim)
-            await asyncio.wait([done], timeout=0.15)  # pace the kills, not a wait for state
-        results = await asyncio.wait_for(done, timeout=120)
-        for result in results:
-            assert result == [[i, i * i] for i in range(8)]
-        assert killed, "no child was ever busy"
-        assert worker.process_pool.snapshot().deaths == len(killed)
-        assert set(worker.process_pool.pids) != initial
-        crashed = sum(n for (_, label), n in worker.dispatcher.stats.items() if label == "crashed")
-        # A victim may have finished its task just before the signal (then it died idle).
-        assert 1 <= crashed <= len(killed)
-
-
 PARENT_SCRIPT = """
 import asyncio, sys
 import temporalio.client
@@ -230,40 +184,3 @@ def test_children_die_with_a_sigkilled_parent(dev_server, task_queue, tmp_path):
             parent.kill()
             parent.wait()
         parent.stdout.close()
-
-
-async def test_server_restart_in_the_middle_of_a_load(tmp_path, task_queue):
-    """A dev server that keeps its state is restarted mid-load: the worker keeps its
-    children and every workflow completes with correct results."""
-    server = DevServer(db_filename=str(tmp_path / "temporal.db"))
-    server.start()
-    try:
-        client = await temporalio.client.Client.connect(server.address)
-        async with pool.Worker(
-            client,
-            task_queue=task_queue,
-            activities=ACTIVITIES,
-            workflows=WORKFLOWS,
-            pool_config=FAST,
-        ) as worker:
-            pids = set(worker.process_pool.pids)
-            handles = [
-                await client.start_workflow(
-                    B.BurnFanOut.run, args=[6, 150], id=workflow_id(), task_queue=task_queue
-                )
-                for _ in range(4)
-            ]
-            await async_assert_eventually(
-                lambda: sum(worker.dispatcher.stats.values()) >= 4, timeout=30
-            )
-            await asyncio.get_running_loop().run_in_executor(None, server.restart)
-            fresh = await temporalio.client.Client.connect(server.address)
-            for handle in handles:
-                result = await asyncio.wait_for(
-                    fresh.get_workflow_handle(handle.id).result(), timeout=120
-                )
-                assert result == [[i, i * i] for i in range(6)]
-            assert set(worker.process_pool.pids) == pids
-            assert worker.process_pool.snapshot().deaths == 0
-    finally:
-        server.stop()
