@@ -368,7 +368,11 @@ class _Child:
         if current.holder.details is None:
             current.holder.details = details
         self._cancelled.set()
-        if current.raise_enabled and self._raiser.request():
+        # An activity that checks activity.is_cancelled() handles cancellation itself
+        # (stock's process-pool contract): it is not interrupted, only killed if it
+        # does not return within cancel_grace.
+        cooperative = self._contexts.observed.observed
+        if current.raise_enabled and not cooperative and self._raiser.request():
             signal.pthread_kill(self._main_ident, _CANCEL_SIGNAL)
 
     def _heartbeat_failed(self, beats: _Beats, err: BaseException) -> None:

@@ -143,6 +143,28 @@ def enter_activity_context(
     return temporalio.activity._Context.set(context)
 
 
+class ObservedEvent:
+    """The child's cancel event as the activity sees it (``activity.is_cancelled()``,
+    ``wait_for_cancelled_sync()``), noting whether the activity looked at it: an
+    activity that does handles cancellation itself, as stock process-pool activities
+    must (the child then does not raise ``CancelledError`` into it)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+        self.observed = False
+
+    def is_set(self) -> bool:
+        self.observed = True
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.observed = True
+        return self._event.wait(timeout)
+
+    def set(self) -> None:
+        self._event.set()
+
+
 class ChildContexts:
     """Activity contexts for a child's tasks, which run one after another.
 
@@ -153,8 +175,10 @@ class ChildContexts:
     def __init__(
         self, cancelled_event: threading.Event, worker_shutdown_event: threading.Event
     ) -> None:
+        self.observed = ObservedEvent(cancelled_event)
         self._cancelled = temporalio.common._CompositeEvent(
-            thread_event=cancelled_event, async_event=None
+            thread_event=self.observed,  # type: ignore[arg-type]
+            async_event=None,
         )
         self._worker_shutdown = temporalio.common._CompositeEvent(
             thread_event=worker_shutdown_event, async_event=None
@@ -173,6 +197,7 @@ class ChildContexts:
         """Like :func:`enter_activity_context` with the child's events. ``info`` is
         what ``activity.info()`` calls (the child unpacks the Info on first use);
         ``metric_meter`` is the child's buffered meter (runner._metrics)."""
+        self.observed.observed = False
         context = temporalio.activity._Context(
             info=info,
             heartbeat=heartbeat,

@@ -71,6 +71,17 @@ def poll_until_cancelled(path: str) -> str:
 
 
 @activity.defn
+def sleep_until_cancelled(path: str) -> str:
+    """Stock's process-pool pattern: check, sleep, heartbeat; return once cancelled.
+    It checks is_cancelled(), so no CancelledError lands in its sleep."""
+    while not activity.is_cancelled():
+        time.sleep(0.2)
+        activity.heartbeat()
+    _note(path, event="returned-after-cancel")
+    return "noticed"
+
+
+@activity.defn
 def heartbeat_then_fail(path: str) -> list:
     info = activity.info()
     if info.attempt == 1:

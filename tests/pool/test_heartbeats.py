@@ -20,6 +20,7 @@ from tests.pool import _hb_activities as H
 ACTIVITIES = [
     H.heartbeat_until_cancelled,
     H.poll_until_cancelled,
+    H.sleep_until_cancelled,
     H.heartbeat_then_fail,
     H.tight_heartbeats,
     H.heartbeat_gap,
@@ -111,6 +112,25 @@ async def test_cooperative_activity_sees_is_cancelled(client, task_queue, tmp_pa
         await handle.signal(H.CancelAfterSignal.cancel)
         assert await handle.result() == "result:noticed"
     assert H.read_notes(notes) == [{"event": "saw-cancel", "cancel_requested": True}]
+
+
+async def test_an_activity_that_checks_is_cancelled_is_not_interrupted(
+    client, task_queue, tmp_path
+):
+    """Without no_thread_cancel_exception, an activity that looks at is_cancelled()
+    handles cancellation itself, as stock's process-pool activities do: it returns."""
+    notes = tmp_path / "notes"
+    async with _worker(client, task_queue):
+        handle = await client.start_workflow(
+            H.CancelAfterSignal.run,
+            args=["sleep_until_cancelled", [str(notes)]],
+            id=workflow_id(),
+            task_queue=task_queue,
+        )
+        await _wait_heartbeating(handle)
+        await handle.signal(H.CancelAfterSignal.cancel)
+        assert await handle.result() == "result:noticed"
+    assert H.read_notes(str(notes)) == [{"event": "returned-after-cancel"}]
 
 
 async def test_heartbeat_details_reach_the_next_attempt(client, task_queue):
