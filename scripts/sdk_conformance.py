@@ -112,6 +112,16 @@ KNOWN_DIFFERENCES = {
         "reads the private Worker._activity_worker (stock internals)",
         "_activity_worker",
     ),
+    "tests/worker/test_activity.py::"
+    "test_sync_activity_cancel_after_return_does_not_kill_thread_pool_worker": (
+        "reads the private Worker._activity_worker._running_activities (stock internals)",
+        "_activity_worker",
+    ),
+    "tests/worker/test_activity.py::test_sync_activity_process_non_picklable_heartbeat_details": (
+        "heartbeat details are converted in the child with the payload converter, not "
+        "pickled through a manager queue: the failure names the converter's error",
+        "HeartbeatConversionError",
+    ),
     **{
         f"tests/worker/test_worker.py::test_worker_fatal_error_{case}": (
             "injects poll failures through the private Worker._bridge_worker (stock internals)",
