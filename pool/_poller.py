@@ -172,6 +172,34 @@ class RateLimiter:
             await asyncio.sleep(at - now)
 
 
+class PollerScaler:
+    """``PollerBehaviorAutoscaling``: how many polls may be in flight, from ``initial``
+    within ``minimum``..``maximum``. A poll that brought a task makes room for one more
+    (or as many as the server suggests), an empty one for one fewer, as sdk-core's
+    scaler does in spirit; slots and idle children still bound every poll."""
+
+    def __init__(self, minimum: int, maximum: int, initial: int) -> None:
+        self._minimum = max(1, minimum)
+        self._maximum = max(self._minimum, maximum)
+        self.target = min(max(initial, self._minimum), self._maximum)
+        self.in_flight = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.target)
+            self.in_flight += 1
+
+    async def release(self, got_task: bool | None, suggestion: int = 0) -> None:
+        """A poll ended: with a task (True), empty (False) or failed (None)."""
+        async with self._changed:
+            self.in_flight -= 1
+            if got_task is not None:
+                delta = suggestion or (1 if got_task else -1)
+                self.target = min(max(self.target + delta, self._minimum), self._maximum)
+            self._changed.notify_all()
+
+
 @dataclass(frozen=True)
 class PollSettings:
     task_queue: str
@@ -180,6 +208,8 @@ class PollSettings:
     build_id: str | None
     use_worker_versioning: bool
     worker_instance_key: str = ""
+    # (minimum, maximum, initial) for PollerBehaviorAutoscaling; None: ``pollers`` polls.
+    scaling: tuple[int, int, int] | None = None
 
 
 class Poller:
@@ -196,6 +226,8 @@ class Poller:
     ) -> None:
         self._service = service
         self._metrics = metrics
+        scaling = settings.scaling
+        self._scaler = PollerScaler(*scaling) if scaling is not None else None
         self._settings = settings
         self.worker_instance_key = settings.worker_instance_key or str(uuid.uuid4())
         self._slots = slots
@@ -267,56 +299,74 @@ class Poller:
 
     async def _poll_loop(self) -> None:
         request = self._request()
+        scaler = self._scaler
         while not self._stopping:
-            permit = await self._slots.acquire()
-            reserved = False
-            handed_over = False
+            if scaler is None:
+                await self._poll_round(request)
+                continue
+            await scaler.acquire()
+            outcome: list[Any] = [None, 0]  # got a task?, the server's suggested delta
             try:
-                if self._pool is not None:
-                    try:
-                        await self._pool.reserve()
-                    except PoolError:
-                        if self._stopping:
-                            return
-                        raise
-                    reserved = True
-                # The rate limit's permit is taken last, right before the poll: a loop
-                # that waited here for a child must not poll on an old permit.
-                if self._limiter is not None:
-                    await self._limiter.wait()
-                if self._stopping:
-                    return
-                response = await poll_with_retry(
-                    lambda: self._poll_once(request), on_failure=self._poll_failed
-                )
-                self.poll_failure = None
-                self.polls += 1
-                if not response.task_token:
-                    self.empty_polls += 1
-                    if self._metrics is not None:
-                        self._metrics.poll_no_task()
-                    continue
-                if self._metrics is not None:
-                    self._metrics.task_received(
-                        response.activity_type.name,
-                        response.workflow_type.name,
-                        response.started_time.ToDatetime()
-                        - response.current_attempt_scheduled_time.ToDatetime(),
-                    )
-                # Even while stopping: an accepted task is always run and reported.
-                # Its slot is used from now on, as in sdk-core (the task is received).
-                self._slots.mark_used(permit, response.task_token, response.activity_type.name)
-                self._dispatch(response, reserved)
-                handed_over = True
-            except asyncio.CancelledError:
-                if self._stopping:
-                    return
-                raise
+                await self._poll_round(request, outcome)
             finally:
-                if not handed_over:
-                    if reserved and self._pool is not None:
-                        self._pool.unreserve()
-                    self._slots.release_unused(permit)
+                await scaler.release(outcome[0], outcome[1])
+
+    async def _poll_round(
+        self, request: PollActivityTaskQueueRequest, outcome: list[Any] | None = None
+    ) -> None:
+        """One slot, one child, one poll; its task dispatched."""
+        permit = await self._slots.acquire()
+        reserved = False
+        handed_over = False
+        try:
+            if self._pool is not None:
+                try:
+                    await self._pool.reserve()
+                except PoolError:
+                    if self._stopping:
+                        return
+                    raise
+                reserved = True
+            # The rate limit's permit is taken last, right before the poll: a loop
+            # that waited here for a child must not poll on an old permit.
+            if self._limiter is not None:
+                await self._limiter.wait()
+            if self._stopping:
+                return
+            response = await poll_with_retry(
+                lambda: self._poll_once(request), on_failure=self._poll_failed
+            )
+            self.poll_failure = None
+            self.polls += 1
+            if outcome is not None:
+                outcome[0] = bool(response.task_token)
+                outcome[1] = response.poller_scaling_decision.poll_request_delta_suggestion
+            if not response.task_token:
+                self.empty_polls += 1
+                if self._metrics is not None:
+                    self._metrics.poll_no_task()
+                return
+            if self._metrics is not None:
+                self._metrics.task_received(
+                    response.activity_type.name,
+                    response.workflow_type.name,
+                    response.started_time.ToDatetime()
+                    - response.current_attempt_scheduled_time.ToDatetime(),
+                )
+            # Even while stopping: an accepted task is always run and reported.
+            # Its slot is used from now on, as in sdk-core (the task is received).
+            self._slots.mark_used(permit, response.task_token, response.activity_type.name)
+            self._dispatch(response, reserved)
+            handed_over = True
+        except asyncio.CancelledError:
+            if self._stopping:
+                return
+            raise
+        finally:
+            if not handed_over:
+                if reserved and self._pool is not None:
+                    self._pool.unreserve()
+                self._slots.release_unused(permit)
 
     @property
     def polling(self) -> int:

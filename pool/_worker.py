@@ -259,14 +259,24 @@ def _plan_activities(
     )
 
 
+def _poll_scaling(
+    max_concurrent_activity_task_polls: int | None, behavior: PollerBehavior
+) -> tuple[int, int, int] | None:
+    """(minimum, maximum, initial) of an autoscaling poller behaviour, else None."""
+    if max_concurrent_activity_task_polls is None and isinstance(
+        behavior, PollerBehaviorAutoscaling
+    ):
+        return behavior.minimum, behavior.maximum, behavior.initial
+    return None
+
+
 def _poller_count(max_concurrent_activity_task_polls: int | None, behavior: PollerBehavior) -> int:
     if max_concurrent_activity_task_polls is not None:
         count = max_concurrent_activity_task_polls
     elif isinstance(behavior, PollerBehaviorSimpleMaximum):
         count = behavior.maximum
     elif isinstance(behavior, PollerBehaviorAutoscaling):
-        # Our polls are bounded by free slots and idle children already; the
-        # server's scaling hints are not used, the maximum is the cap.
+        # As many poll loops as the maximum; a PollerScaler lets only its target poll.
         count = behavior.maximum
     else:  # pragma: no cover - typing guards this
         raise WorkerConfigError(f"Unknown activity_task_poller_behavior {behavior!r}")
@@ -491,6 +501,9 @@ class Worker:
                     "local_timeout_buffer"
                 ),
                 interceptors=activity_interceptors(client, o.interceptors),
+                poll_scaling=_poll_scaling(
+                    o.max_concurrent_activity_task_polls, o.activity_task_poller_behavior
+                ),
             )
         elif o.processes is not None or o.pool_config is not None or o.activity_type_limits:
             raise WorkerConfigError(
@@ -871,6 +884,7 @@ class _ActivitySide:
         use_worker_versioning: bool,
         local_timeout_buffer: float,
         interceptors: Sequence[temporalio.worker.Interceptor],
+        poll_scaling: tuple[int, int, int] | None = None,
     ) -> None:
         self._client = client
         self._interceptors = list(interceptors)
@@ -885,6 +899,7 @@ class _ActivitySide:
         self._poll_settings = PollSettings(
             task_queue=task_queue,
             pollers=plan.pollers,
+            scaling=poll_scaling,
             max_task_queue_activities_per_second=max_task_queue_activities_per_second,
             build_id=build_id,
             use_worker_versioning=use_worker_versioning,

@@ -8,8 +8,10 @@ import contextlib
 
 from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
 
+import pool
 from pool._poller import Poller, PollSettings, Slots
-from tests.helpers import async_assert_eventually
+from tests.helpers import async_assert_eventually, workflow_id
+from tests.pool import _activities as A
 
 
 class _Call:
@@ -99,3 +101,47 @@ async def test_empty_polls_poll_again_and_only_with_a_free_slot():
     poller.stop()
     with contextlib.suppress(asyncio.CancelledError):
         await run
+
+
+async def test_poller_scaler_moves_its_target_between_the_bounds() -> None:
+    from pool._poller import PollerScaler
+
+    scaler = PollerScaler(minimum=1, maximum=3, initial=2)
+    await scaler.acquire()
+    await scaler.acquire()
+    third = asyncio.ensure_future(scaler.acquire())
+    await asyncio.sleep(0)  # let it wait: the target is 2
+    assert not third.done() and scaler.in_flight == 2
+    await scaler.release(True)  # a task: one more may poll (target 3)
+    await asyncio.wait_for(third, 1)
+    assert (scaler.target, scaler.in_flight) == (3, 2)
+    await scaler.release(False)  # empty polls: one fewer each, not below 1
+    await scaler.release(False)
+    assert (scaler.target, scaler.in_flight) == (1, 0)
+    await scaler.acquire()
+    await scaler.release(False)
+    assert scaler.target == 1
+    await scaler.acquire()
+    await scaler.release(None)  # a failed poll changes nothing
+    assert scaler.target == 1
+    await scaler.acquire()
+    await scaler.release(True, suggestion=5)  # the server's suggestion, capped
+    assert (scaler.target, scaler.in_flight) == (3, 0)
+
+
+async def test_autoscaling_behavior_starts_with_its_initial_pollers(client, task_queue) -> None:
+    from temporalio.worker import PollerBehaviorAutoscaling
+
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=[A.async_double],
+        workflows=[A.RunOne],
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(initial=2),
+    ) as worker:
+        poller = worker._activity_side.poller
+        await async_assert_eventually(lambda: poller.polling == 2)
+        result = await client.execute_workflow(
+            A.RunOne.run, args=["async_double", [4]], id=workflow_id(), task_queue=task_queue
+        )
+        assert result[0] == 8
