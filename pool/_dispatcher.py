@@ -48,8 +48,8 @@ from temporalio.api.workflowservice.v1 import (
 
 from runner import RunTask, TaskDone, _context, _metrics, _trace
 
-from ._codec import encode_payloads
-from ._errors import ChildProcessDied, ChildTraceback
+from ._codec import decode_child_failure, encode_payloads
+from ._errors import ChildProcessDied
 from ._heartbeats import HeartbeatManager, throttle_interval
 from ._interceptors import Innermost, Outbound, build_chain
 from ._poller import Slots
@@ -162,16 +162,6 @@ def cancel_outcome(details: Details) -> tuple[str, BaseException | None]:
             non_retryable=False,
         )
     return "failed", temporalio.exceptions.ApplicationError("Activity was cancelled")
-
-
-def _decode_failure(data: bytes, dc: temporalio.converter.DataConverter) -> BaseException:
-    """A failure a child encoded (payload converter only) as the error it stands for.
-    The error keeps the proto, so reporting it again sends the child's failure as is."""
-    failure = Failure.FromString(data)
-    error = dc.failure_converter.from_failure(failure, dc.payload_converter)
-    if failure.stack_trace and error.__cause__ is None:
-        error.__cause__ = ChildTraceback(failure.stack_trace)
-    return error
 
 
 def _is_benign(failure: Failure | None) -> bool:
@@ -821,13 +811,13 @@ class Dispatcher:
         if done.last_heartbeat is not None:
             self._child_details(task, Payloads.FromString(done.last_heartbeat), record=False)
         if done.heartbeat_error is not None:
-            task.heartbeat_error = _decode_failure(done.heartbeat_error, dc)
+            task.heartbeat_error = decode_child_failure(done.heartbeat_error, dc)
             raise task.heartbeat_error
         if done.outcome == "completed":
             return done.value
         if done.outcome == "complete_async":
             raise _context.CompleteAsyncError()
-        raise _decode_failure(done.failure or b"", dc)
+        raise decode_child_failure(done.failure or b"", dc)
 
     async def _run_in_thread(
         self, task: _Task, input: temporalio.worker.ExecuteActivityInput

@@ -48,11 +48,11 @@ import temporalio.converter
 import temporalio.exceptions
 import temporalio.worker
 import temporalio.worker._activity
-from temporalio.api.failure.v1 import Failure
 from temporalio.worker import SharedHeartbeatSender
 
 from runner import RunTask, TaskDone, _context
 
+from ._codec import decode_child_failure
 from ._errors import ChildProcessDied
 from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 
@@ -316,4 +316,4 @@ class LocalActivityExecutor(concurrent.futures.Executor):
                 is_local=True,
             )
         )
-        return dc.failure_converter.from_failure(Failure.FromString(data), dc.payload_converter)
+        return decode_child_failure(data, dc)

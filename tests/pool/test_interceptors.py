@@ -146,15 +146,23 @@ async def test_context_variables_set_by_an_interceptor_reach_parent_activities(
     assert result == "set by the interceptor"
 
 
-async def test_tracing_interceptor_emits_run_activity_spans_for_child_activities(
-    dev_server: DevServer, task_queue: str
-) -> None:
+async def _traced_client(
+    dev_server: DevServer,
+) -> tuple[temporalio.client.Client, InMemorySpanExporter]:
+    """A client with TracingInterceptor, and the in-memory exporter of its spans."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     client = await temporalio.client.Client.connect(
         dev_server.address, interceptors=[TracingInterceptor(provider.get_tracer(__name__))]
     )
+    return client, exporter
+
+
+async def test_tracing_interceptor_emits_run_activity_spans_for_child_activities(
+    dev_server: DevServer, task_queue: str
+) -> None:
+    client, exporter = await _traced_client(dev_server)
     async with _worker(client, task_queue, activities=[I.echo_sync]):
         await client.execute_workflow(
             I.TwoAttempts.run, args=["echo", [1]], id=workflow_id(), task_queue=task_queue
@@ -173,12 +181,7 @@ async def test_a_span_opened_in_the_child_is_a_child_of_run_activity(
 ) -> None:
     from tests.pool import _trace_activities as T
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    client = await temporalio.client.Client.connect(
-        dev_server.address, interceptors=[TracingInterceptor(provider.get_tracer(__name__))]
-    )
+    client, exporter = await _traced_client(dev_server)
     async with pool.Worker(
         client,
         task_queue=task_queue,
