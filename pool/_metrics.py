@@ -170,6 +170,12 @@ class PoolMetrics(Collector):
                     snapshot.task_wait_seconds,
                     "Seconds tasks waited in the worker for a child, in total",
                 ),
+                (
+                    "pool_tasks_redispatched",
+                    snapshot.tasks_redispatched,
+                    "Tasks written to a child that had died idle, then given to another "
+                    "(no attempt used)",
+                ),
             ):
                 family = CounterMetricFamily(name, text)
                 family.add_metric([], value)

@@ -92,6 +92,7 @@ async def test_metrics_endpoint_reflects_what_ran(client, task_queue):
     assert value("pool_respawn_delay_seconds_total") == 0
     assert value("pool_polls_ahead_total") == snapshot.promised_ahead
     assert value("pool_tasks_waited_total") == snapshot.tasks_waited
+    assert value("pool_tasks_redispatched_total") == snapshot.tasks_redispatched
     assert value("pool_task_wait_seconds_total") == snapshot.task_wait_seconds
     assert 0 < value("pool_child_replacement_seconds", stat="last") < 1.0
     assert value("pool_activity_run_seconds_count", activity_type="pid_and_square") == 3
