@@ -11,6 +11,7 @@ Without OpenTelemetry nothing is sent and nothing is imported. The global propag
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 __all__ = ["attached", "current_carrier"]
 
 
+@functools.cache
 def _otel() -> tuple[Any, Any] | None:
+    """OpenTelemetry's context and propagate modules, looked up once (every task asks)."""
     try:
         from opentelemetry import context, propagate
     except ImportError:
