@@ -36,11 +36,12 @@ from ._supervisor import (
     ProcessPool,
     TaskTransferError,
 )
-from ._worker import Worker
+from ._worker import Worker, WorkerSnapshot
 
 __all__ = [
     # the worker
     "Worker",
+    "WorkerSnapshot",
     # the process pool and its configuration
     "ChildSnapshot",
     "PoolConfig",

@@ -163,10 +163,8 @@ async def _demo(args: argparse.Namespace, address: str, out: TextIO) -> int:
 
 
 def _completed(worker: Any) -> int:
-    dispatcher = worker.dispatcher
-    if dispatcher is None:
-        return 0
-    return sum(n for (kind, label), n in dispatcher.stats.items() if label == "completed")
+    completed: int = worker.snapshot().completed
+    return completed
 
 
 class _Progress:

@@ -1165,8 +1165,8 @@ def _require_port_free(address: str, port: int, flag: str) -> None:
 
 
 def _running(worker: Any) -> int:
-    dispatcher = worker.dispatcher
-    return len(dispatcher.running()) if dispatcher is not None else 0
+    running: int = worker.snapshot().running
+    return running
 
 
 def _activities(n: int) -> str:
@@ -1209,8 +1209,7 @@ async def _run_until_signalled(
         logger.warning(
             "%s received again: cancelling %s now", signals.last, _activities(_running(worker))
         )
-        if worker.dispatcher is not None:
-            worker.dispatcher.cancel_all_for_shutdown()
+        worker.cancel_activities()
     await shutdown
     try:
         await run

@@ -66,14 +66,14 @@ class PoolMetrics(Collector):
                 free = GaugeMetricFamily("pool_activity_slots_free", "Activity slots free")
                 free.add_metric([], slots.free)
                 yield free
-        dispatcher = worker.dispatcher
-        if dispatcher is not None:
+        snapshot = worker.snapshot(sample=True)
+        if worker.dispatcher is not None:
             started = CounterMetricFamily(
                 "pool_activity_tasks_started",
                 "Tasks started, by activity type",
                 labels=["activity_type"],
             )
-            for activity_type, count in sorted(dispatcher.started.items()):
+            for activity_type, count in sorted(snapshot.started.items()):
                 started.add_metric([activity_type], count)
             yield started
             outcomes = CounterMetricFamily(
@@ -82,28 +82,26 @@ class PoolMetrics(Collector):
                 "killed, crashed, timed_out, not_found, complete_async)",
                 labels=["activity_type", "outcome"],
             )
-            for (activity_type, outcome), count in sorted(dispatcher.stats.items()):
+            for (activity_type, outcome), count in sorted(snapshot.outcomes.items()):
                 outcomes.add_metric([activity_type, outcome], count)
             yield outcomes
             running = GaugeMetricFamily("pool_activity_tasks_running", "Tasks in flight")
-            running.add_metric([], dispatcher.outstanding)
+            running.add_metric([], snapshot.running)
             yield running
             beats = CounterMetricFamily(
                 "pool_heartbeat_rpcs", "RecordActivityTaskHeartbeat calls sent", labels=["result"]
             )
-            errors = dispatcher.heartbeats.errors
-            beats.add_metric(["ok"], dispatcher.heartbeats.rpcs - errors)
+            errors = snapshot.heartbeat_errors
+            beats.add_metric(["ok"], snapshot.heartbeat_rpcs - errors)
             beats.add_metric(["error"], errors)
             yield beats
-        process_pool = worker.process_pool
-        if process_pool is not None and process_pool.started:
-            process_pool.sample()
-            snapshot = process_pool.snapshot()
+        pool = snapshot.pool
+        if pool is not None:
             alive = GaugeMetricFamily("pool_children_alive", "Child processes alive")
-            alive.add_metric([], len(process_pool.pids))
+            alive.add_metric([], sum(1 for c in pool.children if c.pid and c.state != "dead"))
             yield alive
             busy = GaugeMetricFamily("pool_children_busy", "Child processes running a task")
-            busy.add_metric([], snapshot.busy)
+            busy.add_metric([], pool.busy)
             yield busy
             rss = GaugeMetricFamily(
                 "pool_child_rss_bytes", "Resident memory per child", labels=["index", "pid"]
@@ -114,7 +112,7 @@ class PoolMetrics(Collector):
             tasks = CounterMetricFamily(
                 "pool_child_tasks", "Tasks run per child", labels=["index", "pid"]
             )
-            for child in snapshot.children:
+            for child in pool.children:
                 if child.state == "dead":
                     continue
                 labels = [str(child.index), str(child.pid)]
@@ -124,55 +122,55 @@ class PoolMetrics(Collector):
             yield rss
             yield cpu
             yield tasks
-            if snapshot.replacement_seconds:
+            if pool.replacement_seconds:
                 replacement = GaugeMetricFamily(
                     "pool_child_replacement_seconds",
                     "Time from a child's death to its replacement being ready (recent)",
                     labels=["stat"],
                 )
-                recent = sorted(snapshot.replacement_seconds)
-                replacement.add_metric(["last"], snapshot.replacement_seconds[-1])
+                recent = sorted(pool.replacement_seconds)
+                replacement.add_metric(["last"], pool.replacement_seconds[-1])
                 replacement.add_metric(["median"], recent[len(recent) // 2])
                 replacement.add_metric(["max"], recent[-1])
                 yield replacement
             for name, value, text in (
-                ("pool_children_started", snapshot.starts, "Child processes started"),
-                ("pool_children_died", snapshot.deaths, "Children that died unexpectedly"),
-                ("pool_children_recycled", snapshot.recycles, "Children replaced by recycling"),
-                ("pool_children_killed", snapshot.kills, "Children killed by the supervisor"),
+                ("pool_children_started", pool.starts, "Child processes started"),
+                ("pool_children_died", pool.deaths, "Children that died unexpectedly"),
+                ("pool_children_recycled", pool.recycles, "Children replaced by recycling"),
+                ("pool_children_killed", pool.kills, "Children killed by the supervisor"),
                 (
                     "pool_children_start_failures",
-                    snapshot.start_failures,
+                    pool.start_failures,
                     "Replacement children that failed before they were ready",
                 ),
                 (
                     "pool_children_respawns_delayed",
-                    snapshot.respawns_delayed,
+                    pool.respawns_delayed,
                     "Replacements delayed by the respawn backoff (children kept dying)",
                 ),
                 (
                     "pool_respawn_delay_seconds",
-                    snapshot.respawn_delay_seconds,
+                    pool.respawn_delay_seconds,
                     "Seconds replacements were delayed by the respawn backoff, in total",
                 ),
                 (
                     "pool_polls_ahead",
-                    snapshot.promised_ahead,
+                    pool.promised_ahead,
                     "Polls made for a busy child (lookahead) or beyond the children (prefetch)",
                 ),
                 (
                     "pool_tasks_waited",
-                    snapshot.tasks_waited,
+                    pool.tasks_waited,
                     "Tasks that arrived before a child was free and waited for one",
                 ),
                 (
                     "pool_task_wait_seconds",
-                    snapshot.task_wait_seconds,
+                    pool.task_wait_seconds,
                     "Seconds tasks waited in the worker for a child, in total",
                 ),
                 (
                     "pool_tasks_redispatched",
-                    snapshot.tasks_redispatched,
+                    pool.tasks_redispatched,
                     "Tasks written to a child that had died idle, then given to another "
                     "(no attempt used)",
                 ),

@@ -23,7 +23,7 @@ import logging
 import os
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -71,7 +71,7 @@ from ._poller import (
 )
 from ._sdk_metrics import ActivityMetrics, RequestMetrics
 from ._service import ActivityService, describe_rpc_error
-from ._supervisor import ProcessPool
+from ._supervisor import PoolSnapshot, ProcessPool
 
 __all__ = ["Worker"]
 
@@ -91,6 +91,30 @@ _SANDBOXED = SandboxedWorkflowRunner(
 )
 _UNSANDBOXED = UnsandboxedWorkflowRunner()
 _FIVE_POLLERS = PollerBehaviorSimpleMaximum(maximum=5)
+
+
+@dataclass(frozen=True)
+class WorkerSnapshot:
+    """What the worker's activity side has done, read at one moment on its loop.
+
+    The CLI, the demo and the metrics read this instead of the worker's internals.
+    """
+
+    # Tasks in flight (received, not yet reported).
+    running: int = 0
+    # Tasks started, by activity type; tasks ended, by (activity type, outcome).
+    started: Mapping[str, int] = field(default_factory=dict)
+    outcomes: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # RecordActivityTaskHeartbeat calls sent, and how many of them failed.
+    heartbeat_rpcs: int = 0
+    heartbeat_errors: int = 0
+    # The process pool's state (None when this worker runs no process pool).
+    pool: PoolSnapshot | None = None
+
+    @property
+    def completed(self) -> int:
+        """Tasks that completed successfully, over every activity type."""
+        return sum(n for (_, outcome), n in self.outcomes.items() if outcome == "completed")
 
 
 @dataclass(frozen=True)
@@ -660,6 +684,36 @@ class Worker:
     @property
     def dispatcher(self) -> Dispatcher | None:
         return self._activity_side.dispatcher if self._activity_side else None
+
+    def snapshot(self, *, sample: bool = False) -> WorkerSnapshot:
+        """A copy of the activity side's counters and the pool's state. Call it on the
+        worker's loop; ``sample`` first refreshes each child's memory and CPU figures."""
+        side = self._activity_side
+        if side is None:
+            return WorkerSnapshot()
+        pool_snapshot = None
+        if side.pool is not None and side.pool.started:
+            if sample:
+                side.pool.sample()
+            pool_snapshot = side.pool.snapshot()
+        dispatcher = side.dispatcher
+        if dispatcher is None:
+            return WorkerSnapshot(pool=pool_snapshot)
+        return WorkerSnapshot(
+            running=dispatcher.outstanding,
+            started=dict(dispatcher.started),
+            outcomes=dict(dispatcher.stats),
+            heartbeat_rpcs=dispatcher.heartbeats.rpcs,
+            heartbeat_errors=dispatcher.heartbeats.errors,
+            pool=pool_snapshot,
+        )
+
+    def cancel_activities(self) -> None:
+        """Cancel every running activity now (a second shutdown signal does this): each
+        is reported cancelled with reason "worker shutdown"."""
+        side = self._activity_side
+        if side is not None and side.dispatcher is not None:
+            side.dispatcher.cancel_all_for_shutdown()
 
     def readiness(self) -> dict[str, str]:
         """Each readiness check -> ``"ok"`` or what is wrong (``/readyz`` serves this).

@@ -57,7 +57,7 @@ async def test_metrics_endpoint_reflects_what_ran(client, task_queue):
                 id=f"wf-{uuid.uuid4().hex}",
                 task_queue=task_queue,
             )
-            await async_assert_eventually(lambda: worker.dispatcher.outstanding == 1)
+            await async_assert_eventually(lambda: worker.snapshot().running == 1)
 
             def replaced() -> bool:
                 children = worker.process_pool.snapshot().children
@@ -67,6 +67,7 @@ async def test_metrics_endpoint_reflects_what_ran(client, task_queue):
             loop = asyncio.get_running_loop()
             values = await loop.run_in_executor(None, _scrape, port)
             snapshot = worker.process_pool.snapshot()
+            during = worker.snapshot()
             await busy.result()
         finally:
             server.shutdown()
@@ -99,6 +100,11 @@ async def test_metrics_endpoint_reflects_what_ran(client, task_queue):
     assert (
         value("pool_activity_schedule_to_start_seconds_count", activity_type="pid_and_square") == 3
     )
+    # The worker's own snapshot agrees with what Prometheus served.
+    assert during.completed == 3 and during.running == 1
+    assert during.outcomes[("exits_with_os_exit", "crashed")] == 1
+    assert during.started["burn"] == 1
+    assert during.pool is not None and during.pool.busy == 1
     rss = [v for (name, _), v in values.items() if name == "pool_child_rss_bytes"]
     assert len(rss) == 2 and all(v > 10 * 1024 * 1024 for v in rss)
     assert value("pool_activity_slots_used") >= 1
