@@ -112,7 +112,9 @@ class RunOne:
                 name,
                 args=args,
                 start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=2, initial_interval=timedelta(milliseconds=10)),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=2, initial_interval=timedelta(milliseconds=10)
+                ),
             )
         except ActivityError as err:
             cause = err.cause
