@@ -21,8 +21,8 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.testing import ActivityEnvironment
 
 import pool
-from pool._lookahead import Lookahead
-from pool._supervisor import after_task, is_crash_loop, memory_verdict, respawn_delay
+from pool.supervisor.lookahead import Lookahead
+from pool.supervisor.pool import after_task, is_crash_loop, memory_verdict, respawn_delay
 from runner import ActivitySpec, RunTask
 from tests.helpers import async_assert_eventually
 from tests.pool import _bad_activities as B
@@ -408,7 +408,7 @@ async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
     import logging
     import socket
 
-    from pool._supervisor import _Child
+    from pool.supervisor.pool import _Child
     from runner import ChildLog, dumps
     from runner._frames import FrameReader, send_frame
 

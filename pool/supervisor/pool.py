@@ -59,8 +59,8 @@ from runner import (
 )
 from runner._frames import FrameReader, send_frame
 
-from ._config import PoolConfig
-from ._errors import (
+from .._config import PoolConfig
+from .._errors import (
     ChildProcessDied,
     ChildStartError,
     CrashLoopError,
@@ -68,7 +68,7 @@ from ._errors import (
     WorkerConfigError,
     describe_exit,
 )
-from ._lookahead import Lookahead
+from .lookahead import Lookahead
 
 __all__ = [
     "ChildKilled",
@@ -129,7 +129,7 @@ class _Child:
     ready_at: float | None = None
     psutil_proc: psutil.Process | None = None
     started_at: float = 0.0  # loop clock, when the current task was sent
-    # When this busy child may back a lookahead poll (see pool._lookahead).
+    # When this busy child may back a lookahead poll (see pool.supervisor.lookahead).
     window: tuple[float, float] | None = None
     window_handle: asyncio.TimerHandle | None = None
     # Why it cannot start, as it said before exiting (ChildBroken).
