@@ -55,8 +55,8 @@ from ._interceptors import Innermost, Outbound, build_chain
 from ._poller import Slots
 from ._sdk_metrics import ActivityMetrics
 from ._service import ActivityService, describe_rpc_error
-from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 from ._threads import ThreadCancelRaiser, run_in_thread
+from .supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 
 __all__ = ["DispatchSettings", "Dispatcher", "RunningTask", "cancel_outcome"]
 

@@ -33,7 +33,7 @@ from temporalio.api.workflowservice.v1 import (
 from ._errors import PoolError
 from ._sdk_metrics import ActivityMetrics
 from ._service import POLL_DEADLINE, ActivityService, poll_with_retry
-from ._supervisor import ProcessPool
+from .supervisor import ProcessPool
 
 __all__ = [
     "PollSettings",

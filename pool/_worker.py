@@ -70,7 +70,7 @@ from ._poller import (
 )
 from ._sdk_metrics import ActivityMetrics, RequestMetrics
 from ._service import ActivityService, describe_rpc_error
-from ._supervisor import PoolSnapshot, ProcessPool
+from .supervisor import PoolSnapshot, ProcessPool
 
 __all__ = ["Worker"]
 
