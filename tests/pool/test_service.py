@@ -9,7 +9,7 @@ import grpc.aio
 import pytest
 import temporalio.service
 
-from pool._service import (
+from pool.activity.service import (
     NORMAL_RETRY,
     POLL_RETRY,
     _retry_delay,
@@ -28,7 +28,7 @@ def _error(code: grpc.StatusCode, details: str = "x") -> grpc.aio.AioRpcError:
 
 
 def _delay(code, attempt=1, elapsed=0.0, give_up_at=None, details="x"):
-    from pool._service import RETRYABLE
+    from pool.activity.service import RETRYABLE
 
     return _retry_delay(
         _error(code, details),
