@@ -50,12 +50,12 @@ from runner import RunTask, TaskDone, _context, _metrics, _trace
 
 from ._codec import EncodedArgs, codec_decoded, decode_child_failure, encode_payloads
 from ._errors import ChildProcessDied
-from ._heartbeats import HeartbeatManager, throttle_interval
 from ._interceptors import Innermost, Outbound, build_chain
-from ._poller import Slots
 from ._sdk_metrics import ActivityMetrics
-from ._service import ActivityService, describe_rpc_error
-from ._threads import ThreadCancelRaiser, run_in_thread
+from .activity.heartbeats import HeartbeatManager, throttle_interval
+from .activity.service import ActivityService, describe_rpc_error
+from .activity.slots import Slots
+from .activity.threads import ThreadCancelRaiser, run_in_thread
 from .supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 
 __all__ = ["DispatchSettings", "Dispatcher", "RunningTask", "cancel_outcome"]

@@ -54,22 +54,22 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from ._child_conversion import ChildConversion, child_conversion
 from ._config import PoolConfig, config_from_executor
-from ._custom_slots import CustomSlots, ReserveContext
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
 from ._forks import check_create, check_use
 from ._interceptors import activity_interceptors
 from ._local import LocalActivityExecutor
-from ._poller import (
-    Poller,
-    PollSettings,
+from ._sdk_metrics import ActivityMetrics, RequestMetrics
+from .activity.poller import Poller, PollSettings
+from .activity.service import ActivityService, describe_rpc_error
+from .activity.slots import (
+    CustomSlots,
     RateLimiter,
+    ReserveContext,
     ResourceSlots,
     ResourceTargets,
     Slots,
 )
-from ._sdk_metrics import ActivityMetrics, RequestMetrics
-from ._service import ActivityService, describe_rpc_error
 from .supervisor import PoolSnapshot, ProcessPool
 
 __all__ = ["Worker"]
