@@ -94,6 +94,11 @@ def returns_an_object() -> Any:
 
 
 @activity.defn
+def returns_a_lock() -> Any:
+    return threading.Lock()  # neither a payload nor picklable
+
+
+@activity.defn
 def retries_with_details(item: Item) -> dict[str, Any]:
     """The first attempt heartbeats and fails; the second returns the details."""
     info = activity.info()

@@ -23,7 +23,7 @@ from pool._codec import EncodedArgs
 from tests.helpers import workflow_id
 from tests.pool import _payload_activities as P
 
-ACTIVITIES = [P.where, P.needs_int, P.returns_an_object, P.retries_with_details]
+ACTIVITIES = [P.where, P.needs_int, P.returns_an_object, P.returns_a_lock, P.retries_with_details]
 
 
 def _client(client: temporalio.client.Client, dc: temporalio.converter.DataConverter) -> Any:
@@ -130,6 +130,15 @@ async def test_a_result_the_child_cannot_encode_fails_the_activity(
     result, _ = await _run(coded, task_queue, "returns_an_object", [])
     assert result["error"] == "ApplicationError"
     assert "return value could not be converted to a payload" in result["message"]
+
+
+async def test_with_an_interceptor_a_result_that_cannot_be_pickled_fails_the_activity(
+    coded: temporalio.client.Client, task_queue: str
+) -> None:
+    # The interceptor gets the value itself: it must cross the pipe pickled.
+    result, _ = await _run(coded, task_queue, "returns_a_lock", [], interceptors=[_PassesThrough()])
+    assert result["error"] == "ApplicationError"
+    assert "could not be pickled to return it from the child" in result["message"]
 
 
 async def test_a_converter_that_cannot_reach_the_children_converts_in_the_worker(
