@@ -604,11 +604,9 @@ class Dispatcher:
                 return EncodedArgs(decoded, dc.payload_converter, arg_types)
             args = await dc.decode(payloads, type_hints=arg_types) if payloads else []
         except Exception as err:
-            error = temporalio.exceptions.ApplicationError(
+            raise temporalio.exceptions.ApplicationError(
                 f"Failed decoding arguments: {type(err).__name__}: {err}"
-            )
-            error.__cause__ = err
-            raise error from err
+            ) from err
         return args if defn.name else [args]
 
     async def _decode_heartbeat(
@@ -629,12 +627,10 @@ class Dispatcher:
                 return []
             return await dc.decode(payloads)
         except Exception as err:
-            error = temporalio.exceptions.ApplicationError(
+            raise temporalio.exceptions.ApplicationError(
                 f"Failed decoding heartbeat details: {type(err).__name__}: {err}",
                 non_retryable=True,
-            )
-            error.__cause__ = err
-            raise error from err
+            ) from err
 
     async def _wait_for_type_slot(self, task: _Task, type_slots: Slots, reserved: bool) -> bool:
         """Take a slot of the task's activity type; returns whether a child is reserved.
