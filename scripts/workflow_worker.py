@@ -5,6 +5,9 @@ process's CPU is the activity side alone, for every kind of worker alike.
 
     loadtest ─▶ python scripts/workflow_worker.py ADDRESS NAMESPACE TASK_QUEUE
         ─▶ temporalio.worker.Worker(workflows=[LoadWorkflow]) ─▶ "ready" on stdout
+        ─▶ each "cpu" line on stdin is answered with this process's CPU seconds
+           (time.process_time: nanosecond resolution, where psutil's reading of another
+           process counts clock ticks of 10 ms and a short run can read as 0)
         ─▶ runs until its stdin closes (the loadtest ended or died) ─▶ shuts down
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import _common  # noqa: F401  (sys.path set-up)
 import temporalio.client
@@ -27,7 +31,9 @@ async def main(address: str, namespace: str, task_queue: str) -> None:
     loop = asyncio.get_running_loop()
     async with worker:
         print("ready", flush=True)
-        await loop.run_in_executor(None, sys.stdin.read)  # EOF: time to stop
+        while line := await loop.run_in_executor(None, sys.stdin.readline):  # "" is EOF
+            if line.strip() == "cpu":
+                print(f"{time.process_time():.9f}", flush=True)
 
 
 if __name__ == "__main__":

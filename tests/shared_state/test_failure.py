@@ -93,11 +93,17 @@ async def test_unregister_waiting_on_a_dying_manager_returns(
     await manager.register_heartbeater(b"token", lambda *details: None)
     sender.send_heartbeat(b"busy", 1)
     assert await asyncio.to_thread(entered.wait, _WAIT)
+    told = threading.Event()
+    manager.add_error_listener(lambda error: told.set())
     unregister = asyncio.create_task(manager.unregister_heartbeater(b"token"))
     await asyncio.sleep(0)
     os.kill(manager.pid, signal.SIGKILL)
     release.set()  # the drainer's next drain() finds the server gone
+    # Returns whether its flush request reached the server before the kill (released by
+    # the drainer's failure) or not (the request itself fails).
     await asyncio.wait_for(unregister, _WAIT)
+    # Either way the drainer then finds the server gone and says so.
+    assert await asyncio.to_thread(told.wait, _WAIT), "no error listener was called"
     assert isinstance(manager.error, SharedStateError)
 
 
