@@ -157,6 +157,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=34, width=100)
 
+
 def _add_run_parser(sub: Any) -> None:
     """``run``: the targets and the task queue here, each flag group in its own function."""
     p = sub.add_parser(
@@ -232,7 +233,6 @@ def _add_connection_flags(p: argparse.ArgumentParser) -> None:
     c.add_argument("--identity", metavar="ID", help="worker identity (default: pid@hostname)")
 
 
-
 def _add_worker_flags(p: argparse.ArgumentParser) -> None:
     """Slots, polls, rates, shutdown: the options of pool.Worker itself."""
     w = p.add_argument_group("worker")
@@ -276,7 +276,6 @@ def _add_worker_flags(p: argparse.ArgumentParser) -> None:
         f"(default: {DEFAULT_GRACEFUL_SHUTDOWN:g})",
     )
     w.add_argument("--build-id", metavar="ID", help="build id reported by this worker")
-
 
 
 def _add_child_flags(r: Any) -> None:
@@ -359,7 +358,6 @@ def _add_cancel_and_polling_flags(r: Any) -> None:
     )
 
 
-
 def _add_limit_and_metrics_flags(p: argparse.ArgumentParser) -> None:
     """Per-type concurrency limits and the two Prometheus endpoints."""
     t = p.add_argument_group("per-type limits and metrics")
@@ -390,7 +388,6 @@ def _add_limit_and_metrics_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-
 def _add_logging_flags(p: argparse.ArgumentParser) -> None:
     """Level and format of the log on stderr."""
     g = p.add_argument_group("logging")
@@ -408,8 +405,6 @@ def _add_logging_flags(p: argparse.ArgumentParser) -> None:
         help="text lines, or one JSON object per line with the activity context as fields "
         "(default: text)",
     )
-
-
 
 
 def _add_demo_parser(sub: Any) -> None:
@@ -509,3 +504,5 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_run_parser(sub)
     _add_demo_parser(sub)
+    _add_server_parser(sub)
+    return parser

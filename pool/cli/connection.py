@@ -34,6 +34,7 @@ _CONNECT_ATTEMPT_TIMEOUT = timedelta(seconds=5)
 # DescribeNamespace on a healthy frontend answers in milliseconds.
 _NAMESPACE_CHECK_TIMEOUT = timedelta(seconds=5)
 
+
 @dataclass(frozen=True)
 class Connection:
     """Arguments for ``Client.connect``, merged from flags, environment and profile."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import signal
 import sys
@@ -24,19 +23,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from ._launcher import (
-    EXIT_CONFIG,
-    EXIT_FATAL,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    Connection,
-    LaunchError,
-    connect,
-    one_line,
-)
-from ._progress import ProgressBar
+from .checks import check_demo_args
+from .connection import Connection, connect
+from .errors import EXIT_CONFIG, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, LaunchError, one_line
+from .progress import ProgressBar
+from .summary import print_summary, print_who_ran_what
 
-__all__ = ["run_demo"]
+__all__ = ["demo_command", "run_demo"]
 
 # Redraw period of the progress line on a terminal, and of the progress lines otherwise
 # (a log file or a CI console should not get ten lines a second).
@@ -44,9 +37,15 @@ _TTY_REFRESH = 0.1
 _PIPE_REFRESH = 1.0
 
 
+def demo_command(args: argparse.Namespace) -> int:
+    """``python -m pool demo``: check the flags, then run the sample."""
+    check_demo_args(args)
+    return run_demo(args)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Start a dev server unless ``--address``, run the sample, stop the server."""
-    from ._devserver import DevServer, DevServerError, find_temporal_binary
+    from ..testing import DevServer, DevServerError, find_temporal_binary
 
     out = sys.stdout
     server = None
@@ -90,16 +89,21 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-async def _demo(args: argparse.Namespace, address: str, out: TextIO) -> int:
-    from ._worker import Worker
-    from .demo_activities import FanOutInput, FanOutWorkflow, burn_cpu
-
+def _cancel_on_signals() -> None:
+    """SIGINT / SIGTERM cancel the running task: the demo stops waiting and reports."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, main.cancel)
 
+
+async def _demo(args: argparse.Namespace, address: str, out: TextIO) -> int:
+    """Connect, start the worker and the workflows, wait for every result, report."""
+    from .. import Worker
+    from .demo_activities import FanOutInput, FanOutWorkflow, burn_cpu
+
+    _cancel_on_signals()
     client = await connect(Connection(address=address, namespace=args.namespace))
     task_queue = f"pool-demo-{uuid.uuid4().hex[:8]}"
     worker = Worker(
@@ -111,7 +115,6 @@ async def _demo(args: argparse.Namespace, address: str, out: TextIO) -> int:
     )
     pool = worker.process_pool
     assert pool is not None
-    total = args.workflows * args.activities_per_workflow
     print(
         f"Running {args.workflows} workflows x {args.activities_per_workflow} activities x "
         f"{args.work_ms} ms of CPU on {pool.size} child processes "
@@ -119,6 +122,7 @@ async def _demo(args: argparse.Namespace, address: str, out: TextIO) -> int:
         file=out,
         flush=True,
     )
+    total = args.workflows * args.activities_per_workflow
     progress = _Progress(total=total, processes=pool.size, out=out)
     async with worker:
         began = time.monotonic()
@@ -131,35 +135,42 @@ async def _demo(args: argparse.Namespace, address: str, out: TextIO) -> int:
             )
             for i in range(args.workflows)
         ]
-        results = asyncio.ensure_future(asyncio.gather(*(h.result() for h in handles)))
-        try:
-            while True:
-                await asyncio.wait({results}, timeout=progress.refresh)
-                if results.done():
-                    break
-                progress.show(_completed(worker), pool.snapshot().busy, time.monotonic() - began)
-        except asyncio.CancelledError:  # SIGINT / SIGTERM: stop waiting, shut down, report
-            progress.finish()
-            results.cancel()
-            with contextlib.suppress(BaseException):
-                await results
-            raise
-        try:
-            per_workflow = results.result()
-        except Exception as err:
-            progress.finish()
-            raise LaunchError(
-                EXIT_FATAL, f"a demo workflow failed: {type(err).__name__}: {one_line(err)}"
-            ) from None
+        per_workflow = await _results(worker, handles, progress, began)
         wall = time.monotonic() - began
         progress.show(_completed(worker), pool.snapshot().busy, wall)
         pool.sample()
         snapshot = pool.snapshot()
     progress.finish()
-    ids = [h.id for h in handles]
-    _print_who_ran_what(out, ids, per_workflow)
-    _print_summary(out, args, wall, pool.size, per_workflow, snapshot)
+    print_who_ran_what(out, [h.id for h in handles], per_workflow)
+    print_summary(out, args, wall, pool.size, per_workflow, snapshot)
     return EXIT_OK
+
+
+async def _results(
+    worker: Any, handles: Sequence[Any], progress: _Progress, began: float
+) -> list[Any]:
+    """Every workflow's result, showing progress meanwhile; a failed workflow is EXIT_FATAL."""
+    pool = worker.process_pool
+    results = asyncio.ensure_future(asyncio.gather(*(h.result() for h in handles)))
+    try:
+        while True:
+            await asyncio.wait({results}, timeout=progress.refresh)
+            if results.done():
+                break
+            progress.show(_completed(worker), pool.snapshot().busy, time.monotonic() - began)
+    except asyncio.CancelledError:  # SIGINT / SIGTERM: stop waiting, shut down, report
+        progress.finish()
+        results.cancel()
+        with contextlib.suppress(BaseException):
+            await results
+        raise
+    try:
+        return list(results.result())
+    except Exception as err:
+        progress.finish()
+        raise LaunchError(
+            EXIT_FATAL, f"a demo workflow failed: {type(err).__name__}: {one_line(err)}"
+        ) from None
 
 
 def _completed(worker: Any) -> int:
@@ -180,91 +191,3 @@ class _Progress:
 
     def finish(self) -> None:
         self._bar.finish()
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1024 / 1024:.1f} MiB" if n else "-"
-
-
-def _print_who_ran_what(out: TextIO, ids: Sequence[str], per_workflow: Sequence[Any]) -> None:
-    print("\nWhich child process ran what (activity indexes per pid):", file=out)
-    width = max(len(i) for i in ids)
-    for workflow_id, results in zip(ids, per_workflow, strict=True):
-        by_pid: dict[int, list[int]] = collections.defaultdict(list)
-        for r in results:
-            by_pid[r.pid].append(r.index)
-        parts = [
-            f"pid {pid} x{len(ix)} ({' '.join(f'#{i}' for i in sorted(ix))})"
-            for pid, ix in sorted(by_pid.items())
-        ]
-        print(f"  {workflow_id:<{width}}  {'  '.join(parts)}", file=out)
-
-
-def _print_summary(
-    out: TextIO,
-    args: argparse.Namespace,
-    wall: float,
-    processes: int,
-    per_workflow: Sequence[Any],
-    snapshot: Any,
-) -> None:
-    flat = [r for results in per_workflow for r in results]
-    cpu = sum(r.cpu_seconds for r in flat)
-    span = max(r.finished_at for r in flat) - min(r.started_at for r in flat) if flat else 0.0
-    cpu_by_pid: dict[int, float] = collections.defaultdict(float)
-    for r in flat:
-        cpu_by_pid[r.pid] += r.cpu_seconds
-
-    def efficiency(seconds: float) -> str:
-        return f"{100 * cpu / (seconds * processes):.1f} %" if seconds > 0 else "-"
-
-    rows = [
-        (
-            "activities",
-            f"{len(flat)} ({args.workflows} workflows x {args.activities_per_workflow}, "
-            f"{args.work_ms} ms of CPU each), all completed",
-        ),
-        ("wall time", f"{wall:.2f} s end to end (first workflow start -> last result)"),
-        ("activity span", f"{span:.2f} s (first activity start -> last activity end)"),
-        ("activity CPU", f"{cpu:.2f} s (sum of each activity's own process_time)"),
-        (
-            "CPU efficiency",
-            f"{efficiency(span)} over the activity span, {efficiency(wall)} end to end "
-            f"(activity CPU / (time x {processes} processes))",
-        ),
-        ("throughput", f"{len(flat) / wall:.1f} activities/s" if wall > 0 else "-"),
-    ]
-    print("\nSummary", file=out)
-    for label, value in rows:
-        print(f"  {label:<15} {value}", file=out)
-
-    children = [(c, "alive" if c.state != "dead" else "dead") for c in snapshot.children]
-    children += [(c, "retired") for c in snapshot.retired]
-    header = ("child", "pid", "state", "tasks", "activity CPU", "process CPU", "peak RSS")
-    table = [header]
-    for child, state in children:
-        table.append(
-            (
-                str(child.index),
-                str(child.pid),
-                state if state != "alive" else child.state,
-                str(child.tasks_done),
-                f"{cpu_by_pid.get(child.pid, 0.0):.2f} s",
-                f"{child.cpu_seconds:.2f} s",
-                _mib(child.peak_rss),
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    print("", file=out)
-    for row in table:
-        cells = [
-            cell.ljust(w) if i < 3 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        print("  " + "  ".join(cells), file=out)
-    print(
-        f"\n  pool: {snapshot.starts} child starts, {snapshot.deaths} deaths, "
-        f"{snapshot.recycles} recycles, {snapshot.kills} kills",
-        file=out,
-        flush=True,
-    )

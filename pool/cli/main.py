@@ -1,10 +1,10 @@
 """``python -m pool``: parse the command line, run one command, exit with its code.
 
-    argv ─▶ args.build_parser() ─▶ logging on stderr ─▶ run_command    (pool/cli/run.py)
-                                                      ─▶ demo_command   (pool/cli/demo.py)
-                                                      ─▶ server_command (pool/cli/server.py)
-         ─▶ LaunchError: one line on stderr, its exit code; Ctrl-C in start-up: 130
-         ─▶ exit_skipping_teardown(code)
+argv ─▶ args.build_parser() ─▶ logging on stderr ─▶ run_command    (pool/cli/run.py)
+                                                  ─▶ demo_command   (pool/cli/demo.py)
+                                                  ─▶ server_command (pool/cli/server.py)
+     ─▶ LaunchError: one line on stderr, its exit code; Ctrl-C in start-up: 130
+     ─▶ exit_skipping_teardown(code)
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """``python -m pool run``: a pool.Worker for the user's modules, until a signal stops it.
 
-    check flags ─▶ PoolConfig ─▶ discover ─▶ resolve_connection ─▶ asyncio.run(_serve):
-      connect (a signal here: EXIT_INTERRUPTED) ─▶ pool.Worker(...) ─▶ metrics endpoints
-      ─▶ worker.run(); banner once the children are ready
-      ─▶ 1st signal: worker.shutdown() (running activities get --graceful-shutdown-timeout)
-      ─▶ 2nd signal: worker.cancel_activities() ─▶ EXIT_OK, or the worker's failure
+check flags ─▶ PoolConfig ─▶ discover ─▶ resolve_connection ─▶ asyncio.run(_serve):
+  connect (a signal here: EXIT_INTERRUPTED) ─▶ pool.Worker(...) ─▶ metrics endpoints
+  ─▶ worker.run(); banner once the children are ready
+  ─▶ 1st signal: worker.shutdown() (running activities get --graceful-shutdown-timeout)
+  ─▶ 2nd signal: worker.cancel_activities() ─▶ EXIT_OK, or the worker's failure
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from typing import Any
 from .checks import check_run_args, parse_type_limits
 from .connection import Connection, connect, resolve_connection
 from .discovery import Discovered, discover
-from .errors import EXIT_CONFIG, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, LaunchError, one_line, require
+from .errors import (
+    EXIT_CONFIG,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LaunchError,
+    one_line,
+    require,
+)
 from .signals import Signals, StoppedEarly, first_done, unless_signalled
 
 __all__ = ["pool_config", "run_command"]

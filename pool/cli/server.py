@@ -1,8 +1,8 @@
 """``python -m pool server``: the embedded Temporal dev server in the foreground.
 
-    check ports, binary, --db-file ─▶ DevServer.start() ─▶ one line: address, UI, data
-      ─▶ wait: a signal (EXIT_OK) or the server exiting on its own (EXIT_FATAL, with the
-         end of its log) ─▶ DevServer.stop()
+check ports, binary, --db-file ─▶ DevServer.start() ─▶ one line: address, UI, data
+  ─▶ wait: a signal (EXIT_OK) or the server exiting on its own (EXIT_FATAL, with the
+     end of its log) ─▶ DevServer.stop()
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """SIGINT, SIGTERM and SIGHUP on the asyncio loop, and the waits the commands build on them.
 
-    signal ─▶ Signals._received ─▶ 1st: ``first`` set (graceful stop)
-                                   2nd: ``second`` set (cancel now)
-                                   more: a log line
-    unless_signalled(coro)  coro's result, or StoppedEarly when ``first`` comes first
-    first_done(*aws)        the first of ``aws`` done; the waits it made are cancelled
+signal ─▶ Signals._received ─▶ 1st: ``first`` set (graceful stop)
+                               2nd: ``second`` set (cancel now)
+                               more: a log line
+unless_signalled(coro)  coro's result, or StoppedEarly when ``first`` comes first
+first_done(*aws)        the first of ``aws`` done; the waits it made are cancelled
 """
 
 from __future__ import annotations
