@@ -92,8 +92,8 @@ from _common import environment, fmt, mib, percentile, table, write_json
 from temporalio.api.enums.v1 import EventType
 
 import pool
-from pool._devserver import DevServer
-from pool._progress import ProgressBar
+from pool.cli.progress import ProgressBar
+from pool.testing import DevServer
 
 WORKERS = ("pool", "stock-process", "stock-thread", "stock-async")
 WORKLOADS = ("noop", "cpu", "heartbeat", "mixed", "payload")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pool._devserver import DevServer
+from pool.testing import DevServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
