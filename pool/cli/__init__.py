@@ -8,8 +8,9 @@
                           (demo_activities.py) ─▶ live progress (progress.py) ─▶ summary.py
     server                server.py: the embedded dev server in the foreground until a signal
 
-main.py parses the command line (args.py) and turns a LaunchError (errors.py: exit codes)
-into one line on stderr. The library (pool/ outside this package) never imports pool.cli.
+main.py parses the command line (args.py, arg_types.py) and turns a LaunchError (errors.py:
+exit codes) into one line on stderr. The library (pool/ outside this package) never imports
+pool.cli; only pool/__main__.py runs it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The command line: one parser, three commands, and the argument types they use.
+"""The command line: one parser, three commands (argument types: pool/cli/arg_types.py).
 
     argv ─▶ build_parser() ─┬─ run MODULE[:ATTR]... [connection, worker, pool, metrics,
                             │                        logging flags]
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from typing import Any
 
+from .arg_types import log_level, native_threads, parse_size
 from .connection import DEFAULT_ADDRESS, DEFAULT_NAMESPACE
 from .errors import (
     EXIT_CONFIG,
@@ -28,54 +28,12 @@ from .errors import (
     EXIT_USAGE,
 )
 
-__all__ = ["DEFAULT_GRACEFUL_SHUTDOWN", "build_parser", "log_level", "parse_size"]
+__all__ = ["DEFAULT_GRACEFUL_SHUTDOWN", "build_parser"]
 
 # The launcher's own default, not the stock worker's 0 s: running activities get this long
 # to finish after the first signal. It fits, with cancel_grace (5 s) and the kill after it,
 # inside Kubernetes' default 30 s termination grace period.
 DEFAULT_GRACEFUL_SHUTDOWN = 10.0
-
-# -- argument types ---------------------------------------------------------------------
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """``512M``, ``2G``, ``1.5GiB``, ``1048576`` -> bytes (binary units)."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a size: give bytes, or a number with K, M, G or T "
-            "(for example 512M or 2G)"
-        )
-    return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
-
-
-def _native_threads(text: str) -> int | str:
-    """``--native-threads``: a number of threads, ``auto``, or ``off`` (0)."""
-    if text in ("auto", "off"):
-        return "auto" if text == "auto" else 0
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of threads, 'auto' or 'off', got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (or 'off'), got {value}")
-    return value
-
-
-def log_level(text: str) -> str:
-    """``--log-level``: debug, info, warning or error -> the logging level name."""
-    level = text.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a log level: use debug, info, warning or error"
-        )
-    return level
-
 
 # -- the parser -------------------------------------------------------------------------
 
@@ -294,7 +252,7 @@ def _add_child_flags(r: Any) -> None:
     )
     r.add_argument(
         "--native-threads",
-        type=_native_threads,
+        type=native_threads,
         metavar="N|auto|off",
         help="threads per native thread pool (OpenMP, BLAS, numexpr) in each child "
         "(default: auto, CPUs / processes; off: leave the libraries alone)",

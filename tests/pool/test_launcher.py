@@ -24,7 +24,8 @@ import temporalio.client
 import temporalio.service
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest, WorkflowServiceStub
 
-from pool.cli.args import build_parser, parse_size
+from pool.cli.arg_types import parse_size
+from pool.cli.args import build_parser
 from pool.cli.connection import resolve_connection
 from pool.cli.discovery import discover
 from pool.cli.errors import (
