@@ -28,7 +28,8 @@ from ._errors import (
     WorkerConfigError,
 )
 from ._metrics import PoolMetrics, serve_metrics
-from ._supervisor import (
+from ._worker import Worker, WorkerSnapshot
+from .supervisor import (
     ChildKilled,
     ChildMemoryExceeded,
     ChildSnapshot,
@@ -36,7 +37,6 @@ from ._supervisor import (
     ProcessPool,
     TaskTransferError,
 )
-from ._worker import Worker, WorkerSnapshot
 
 __all__ = [
     # the worker

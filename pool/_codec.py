@@ -1,26 +1,97 @@
-"""Codec steps that run in the parent for payloads built in a child.
+"""Codec steps that run in the parent for payloads a child converts.
 
-Children convert values to payloads (heartbeat details) with the plain payload
-converter; the payload codec (which may be async, may do I/O, and may hold keys)
-only ever runs here. (A child's failure is re-encoded here with
+    poll response ─▶ codec decode (here) ─▶ EncodedArgs ─▶ interceptors (decode on
+    first access, here) ─▶ child: payload converter ─▶ activity ─▶ payload converter
+    ─▶ result Payloads ─▶ codec encode (here) ─▶ Respond RPC
+
+Children convert values to and from payloads (arguments, results, heartbeat details)
+with the payload converter; the payload codec (which may be async, may do I/O, and
+may hold keys) only ever runs here. (A child's failure is re-encoded here with
 ``DataConverter.encode_failure``, which applies the codec.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, overload
+
 import temporalio.converter
-from temporalio.api.common.v1 import Payloads
+import temporalio.exceptions
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.failure.v1 import Failure
 
 from ._errors import ChildTraceback
 
-__all__ = ["decode_child_failure", "encode_payloads"]
+__all__ = ["EncodedArgs", "codec_decoded", "decode_child_failure", "encode_payloads"]
 
 
 async def encode_payloads(dc: temporalio.converter.DataConverter, payloads: Payloads) -> None:
     """Apply the codec to ``payloads`` in place (a no-op without a codec)."""
     if dc.payload_codec is not None and payloads.payloads:
         await dc.payload_codec.encode_wrapper(payloads)
+
+
+async def codec_decoded(
+    dc: temporalio.converter.DataConverter, payloads: Sequence[Payload]
+) -> Payloads:
+    """``payloads`` with the codec applied in reverse (a copy; no codec: as they are)."""
+    if dc.payload_codec is None or not payloads:
+        return Payloads(payloads=payloads)
+    return Payloads(payloads=await dc.payload_codec.decode(list(payloads)))
+
+
+class EncodedArgs(Sequence[Any]):
+    """An activity's arguments still as payloads (codec already applied in reverse).
+
+    Handed to the interceptors as ``ExecuteActivityInput.args``: one that reads them
+    decodes them here, on first access; when none did, the child gets the payloads'
+    bytes and decodes them itself (``RunTask.encoded_args``). A decoding error raises
+    what the parent's path reports for it."""
+
+    def __init__(
+        self,
+        payloads: Payloads,
+        converter: temporalio.converter.PayloadConverter,
+        type_hints: list[type] | None,
+    ) -> None:
+        self.payloads = payloads
+        self._converter = converter
+        self._type_hints = type_hints
+        self._values: list[Any] | None = None
+
+    @property
+    def decoded(self) -> bool:
+        return self._values is not None
+
+    def values(self) -> list[Any]:
+        if self._values is None:
+            try:
+                self._values = self._converter.from_payloads(
+                    list(self.payloads.payloads), type_hints=self._type_hints
+                )
+            except Exception as err:
+                raise temporalio.exceptions.ApplicationError(
+                    f"Failed decoding arguments: {type(err).__name__}: {err}"
+                ) from err
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self.payloads.payloads)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.values()[index]
+
+    def __eq__(self, other: object) -> bool:
+        return self.values() == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self.values())
 
 
 def decode_child_failure(data: bytes, dc: temporalio.converter.DataConverter) -> BaseException:

@@ -23,7 +23,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -48,15 +48,15 @@ from temporalio.api.workflowservice.v1 import (
 
 from runner import RunTask, TaskDone, _context, _metrics, _trace
 
-from ._codec import decode_child_failure, encode_payloads
+from ._codec import EncodedArgs, codec_decoded, decode_child_failure, encode_payloads
 from ._errors import ChildProcessDied
-from ._heartbeats import HeartbeatManager, throttle_interval
 from ._interceptors import Innermost, Outbound, build_chain
-from ._poller import Slots
 from ._sdk_metrics import ActivityMetrics
-from ._service import ActivityService, describe_rpc_error
-from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
-from ._threads import ThreadCancelRaiser, run_in_thread
+from .activity.heartbeats import HeartbeatManager, throttle_interval
+from .activity.service import ActivityService, describe_rpc_error
+from .activity.slots import Slots
+from .activity.threads import ThreadCancelRaiser, run_in_thread
+from .supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 
 __all__ = ["DispatchSettings", "Dispatcher", "RunningTask", "cancel_outcome"]
 
@@ -106,6 +106,10 @@ class _Task:
     context: Any = None  # the activity context the chain runs in
     innermost: Innermost | None = None
     reserved_child: bool = False  # a child is promised to this task until run() takes it
+    # Payloads the child converts (issue 13): the earlier attempt's heartbeat details
+    # (codec applied in reverse), and whether the child returns the result as payloads.
+    encoded_heartbeat: bytes | None = None
+    encode_result: bool = False
     label: str = ""  # killed / crashed: how a child's end is counted
 
 
@@ -124,6 +128,13 @@ class _Outcome:
         ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_UNSPECIFIED
     )
     label: str = ""  # for stats: completed / failed / cancelled / crashed / killed / ...
+
+
+class _EncodedResult(NamedTuple):
+    """A result the child converted (serialised Payloads, codec not yet applied). Only
+    seen where no interceptor wraps the chain: interceptors get the value itself."""
+
+    data: bytes
 
 
 def _log_context(task: _Task) -> dict[str, Any]:
@@ -205,6 +216,7 @@ class Dispatcher:
         interceptors: Sequence[temporalio.worker.Interceptor] = (),
         decode_headers: bool = False,
         metrics: ActivityMetrics | None = None,
+        children_convert: Collection[str] = (),
     ) -> None:
         self._service = service
         self._settings = settings
@@ -219,6 +231,10 @@ class Dispatcher:
         self._metric_meter = metric_meter
         self._child_instruments: dict[Any, Any] = {}  # what children's metrics replay on
         self._interceptors = list(interceptors)
+        # Activity types whose payloads the children convert (the parent applies only
+        # the codec): every registered sync type, unless the converter or the type's
+        # parameter types cannot be sent to a child.
+        self._children_convert = frozenset(children_convert)
         self._decode_headers = decode_headers
         self._metrics = metrics
         # Per-activity-type concurrency limits: a semaphore per limited type.
@@ -509,38 +525,18 @@ class Dispatcher:
                     is_local=False,
                 )
             )
-            arg_types = defn.arg_types
-            if not defn.name:
-                arg_types = [temporalio.common.RawValue] * len(resp.input.payloads)
-            elif arg_types is not None and len(arg_types) != len(resp.input.payloads):
-                arg_types = None
+            child_converts = kind == "process" and defn.name in self._children_convert
             try:
-                args = (
-                    await dc.decode(resp.input.payloads, type_hints=arg_types)
-                    if resp.input.payloads
-                    else []
-                )
-            except Exception as err:
-                error = temporalio.exceptions.ApplicationError(
-                    f"Failed decoding arguments: {type(err).__name__}: {err}"
-                )
-                error.__cause__ = err
+                args = await self._decode_args(resp, defn, dc, child_converts)
+            except temporalio.exceptions.ApplicationError as error:
                 return await self._activity_failed(task, error, dc)
-            if not defn.name:
-                args = [args]
             try:
-                heartbeat_details = (
-                    await dc.decode(resp.heartbeat_details.payloads)
-                    if resp.heartbeat_details.payloads
-                    else []
+                heartbeat_details = await self._decode_heartbeat(
+                    task, resp, dc, child_converts and not self._interceptors
                 )
-            except Exception as err:
-                error = temporalio.exceptions.ApplicationError(
-                    f"Failed decoding heartbeat details: {type(err).__name__}: {err}",
-                    non_retryable=True,
-                )
-                error.__cause__ = err
+            except temporalio.exceptions.ApplicationError as error:
                 return await self._activity_failed(task, error, dc)
+            task.encode_result = child_converts and not self._interceptors
             info = self._build_info(resp, task.token, heartbeat_details)
             task.info = info
             if self.on_schedule_to_start is not None:
@@ -586,6 +582,55 @@ class Dispatcher:
             if reserved_child:
                 assert self._pool is not None
                 self._pool.unreserve()
+
+    async def _decode_args(
+        self,
+        resp: PollActivityTaskQueueResponse,
+        defn: temporalio.activity._Definition,
+        dc: temporalio.converter.DataConverter,
+        in_child: bool,
+    ) -> Sequence[Any]:
+        """The task's arguments: decoded here, or (``in_child``) through the codec only,
+        as :class:`EncodedArgs` that the child decodes unless an interceptor reads them."""
+        payloads = resp.input.payloads
+        arg_types = defn.arg_types
+        if not defn.name:
+            arg_types = [temporalio.common.RawValue] * len(payloads)
+        elif arg_types is not None and len(arg_types) != len(payloads):
+            arg_types = None
+        try:
+            if in_child:
+                decoded = await codec_decoded(dc, payloads)
+                return EncodedArgs(decoded, dc.payload_converter, arg_types)
+            args = await dc.decode(payloads, type_hints=arg_types) if payloads else []
+        except Exception as err:
+            raise temporalio.exceptions.ApplicationError(
+                f"Failed decoding arguments: {type(err).__name__}: {err}"
+            ) from err
+        return args if defn.name else [args]
+
+    async def _decode_heartbeat(
+        self,
+        task: _Task,
+        resp: PollActivityTaskQueueResponse,
+        dc: temporalio.converter.DataConverter,
+        in_child: bool,
+    ) -> list[Any]:
+        """The earlier attempt's heartbeat details for ``info()``: decoded here, or
+        (``in_child``) through the codec only, for the child (``task.encoded_heartbeat``)."""
+        payloads = resp.heartbeat_details.payloads
+        if not payloads:
+            return []
+        try:
+            if in_child:
+                task.encoded_heartbeat = (await codec_decoded(dc, payloads)).SerializeToString()
+                return []
+            return await dc.decode(payloads)
+        except Exception as err:
+            raise temporalio.exceptions.ApplicationError(
+                f"Failed decoding heartbeat details: {type(err).__name__}: {err}",
+                non_retryable=True,
+            ) from err
 
     async def _wait_for_type_slot(self, task: _Task, type_slots: Slots, reserved: bool) -> bool:
         """Take a slot of the task's activity type; returns whether a child is reserved.
@@ -653,7 +698,7 @@ class Dispatcher:
         self,
         task: _Task,
         defn: temporalio.activity._Definition,
-        args: list[Any],
+        args: Sequence[Any],
         headers: Mapping[str, Payload],
         dc: temporalio.converter.DataConverter,
     ) -> _Outcome:
@@ -755,13 +800,21 @@ class Dispatcher:
         done: TaskDone | None = None
         try:
             reserved, task.reserved_child = task.reserved_child, False  # run() consumes it
+            args: Sequence[Any] = input.args
+            encoded = None
+            if isinstance(args, EncodedArgs) and not args.decoded:
+                encoded = args.payloads.SerializeToString()  # the child decodes them
+                args = ()
             run = RunTask(
                 task_id=task.id,
                 activity_type=task.activity_type,
-                args=tuple(input.args),
+                args=tuple(args),
                 info=task.info,
                 heartbeat_interval=task.throttle,
                 trace_context=_trace.current_carrier(),
+                encoded_args=encoded,
+                encoded_heartbeat=task.encoded_heartbeat,
+                encode_result=task.encode_result,
             )
             try:
                 pid, future = await self._pool.run(run, reserved=reserved)
@@ -814,7 +867,7 @@ class Dispatcher:
             task.heartbeat_error = decode_child_failure(done.heartbeat_error, dc)
             raise task.heartbeat_error
         if done.outcome == "completed":
-            return done.value
+            return _EncodedResult(done.result) if done.result is not None else done.value
         if done.outcome == "complete_async":
             raise _context.CompleteAsyncError()
         raise decode_child_failure(done.failure or b"", dc)
@@ -920,7 +973,11 @@ class Dispatcher:
         self, task: _Task, value: Any, dc: temporalio.converter.DataConverter
     ) -> _Outcome:
         try:
-            result = Payloads(payloads=await dc.encode([value]))
+            if isinstance(value, _EncodedResult):  # converted in the child: codec only
+                result = Payloads.FromString(value.data)
+                await encode_payloads(dc, result)
+            else:
+                result = Payloads(payloads=await dc.encode([value]))
         except Exception as err:
             error = temporalio.exceptions.ApplicationError(
                 f"The activity's return value could not be converted to a payload: "

@@ -54,7 +54,7 @@ from runner import RunTask, TaskDone, _context
 
 from ._codec import decode_child_failure
 from ._errors import ChildProcessDied
-from ._supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
+from .supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 
 __all__ = ["EXECUTE_PARAMETERS", "LocalActivityExecutor", "LocalSharedState"]
 

@@ -52,26 +52,25 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from runner import ActivitySpec
-
+from ._child_conversion import ChildConversion, child_conversion
 from ._config import PoolConfig, config_from_executor
-from ._custom_slots import CustomSlots, ReserveContext
 from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
 from ._forks import check_create, check_use
 from ._interceptors import activity_interceptors
 from ._local import LocalActivityExecutor
-from ._poller import (
-    Poller,
-    PollSettings,
+from ._sdk_metrics import ActivityMetrics, RequestMetrics
+from .activity.poller import Poller, PollSettings
+from .activity.service import ActivityService, describe_rpc_error
+from .activity.slots import (
+    CustomSlots,
     RateLimiter,
+    ReserveContext,
     ResourceSlots,
     ResourceTargets,
     Slots,
 )
-from ._sdk_metrics import ActivityMetrics, RequestMetrics
-from ._service import ActivityService, describe_rpc_error
-from ._supervisor import PoolSnapshot, ProcessPool
+from .supervisor import PoolSnapshot, ProcessPool
 
 __all__ = ["Worker"]
 
@@ -1020,8 +1019,12 @@ class _ActivitySide:
         blob_limit = await self._describe_namespace()
         self._dispatch_settings = replace(self._dispatch_settings, blob_size_limit=blob_limit)
         sender = None
+        conversion = ChildConversion(None, {}, frozenset())
         if self.pool is not None:
             sender = await self._start_shared_state()
+            conversion = child_conversion(
+                self._client.data_converter, self.plan.definitions, self.plan.dynamic
+            )
         self.dispatcher = Dispatcher(
             service=self.service,
             settings=self._dispatch_settings,
@@ -1039,27 +1042,14 @@ class _ActivitySide:
             interceptors=self._interceptors,
             decode_headers=self._client.config()["header_codec_behavior"]
             == temporalio.client.HeaderCodecBehavior.CODEC,
+            children_convert=conversion.types,
         )
         self.wire_observers()
         if self.pool is not None:
-            dc = self._client.data_converter
-            child_converter = temporalio.converter.DataConverter(
-                payload_converter_class=dc.payload_converter_class,
-                failure_converter_class=dc.failure_converter_class,
-            )
-            specs = {
-                name: ActivitySpec(fn=d.fn, no_thread_cancel_exception=d.no_thread_cancel_exception)
-                for name, d in self.plan.definitions.items()
-                if not d.is_async
-            }
-            if self.plan.dynamic is not None and not self.plan.dynamic.is_async:
-                specs[""] = ActivitySpec(
-                    fn=self.plan.dynamic.fn,
-                    no_thread_cancel_exception=self.plan.dynamic.no_thread_cancel_exception,
-                )
+            specs = conversion.specs
             await self.pool.start(
                 activities=specs,
-                converter=child_converter,
+                converter=conversion.converter,
                 heartbeat_sender=sender,
                 on_fatal=self._fail_threadsafe,
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -435,11 +437,17 @@ class _Child:
         # once; one a task never asks for costs nothing.
         unpacked: dict[str, temporalio.activity.Info] = {}
 
+        # Heartbeat details of an earlier attempt that this child decodes (set below).
+        details: list[list[Any]] = []
+
         def info() -> temporalio.activity.Info:
             got = unpacked.get("info")
             if got is None:
+                fresh = task.unpack_info()
+                if details:
+                    fresh = dataclasses.replace(fresh, heartbeat_details=details[0])
                 # setdefault: two threads asking at once both get the one Info.
-                got = unpacked.setdefault("info", task.unpack_info())
+                got = unpacked.setdefault("info", fresh)
             return got
 
         converter = self._converter
@@ -511,8 +519,14 @@ class _Child:
                     self._deliver_cancel(current, early)
                     if raise_enabled and self._raiser.take():
                         raise temporalio.exceptions.CancelledError("Cancelled")
+                args: Sequence[Any] = task.args
+                if task.encoded_heartbeat is not None:
+                    details.append(_decode_heartbeat(converter, task.encoded_heartbeat))
+                    unpacked.pop("info", None)  # unpacked before the details were known
+                if task.encoded_args is not None:
+                    args = _decode_args(converter, task.encoded_args, spec.arg_types)
                 with _trace.attached(task.trace_context):
-                    value = spec.fn(*task.args)
+                    value = spec.fn(*args)
             finally:
                 self._raiser.disarm()
             outcome = "completed"
@@ -536,6 +550,14 @@ class _Child:
             _context.exit_activity_context(ctx_token)
             with self._lock:
                 self._current = None
+        result: bytes | None = None
+        if outcome == "completed" and task.encode_result:
+            encoded = _encode_result(converter, value)
+            value = None
+            if isinstance(encoded, ResultError):
+                outcome, failure = "failed", _failure_bytes(converter, encoded.error)
+            else:
+                result = encoded
         last_heartbeat: bytes | None = None
         heartbeat_error = beats.error
         if beats.latest is not None and heartbeat_error is None:
@@ -562,7 +584,62 @@ class _Child:
             heartbeat_error=error_bytes,
             cpu_seconds=cpu,
             metrics=recorded or None,
+            result=result,
         )
+
+
+# -- payload conversion in the child (the parent applies only the codec) -------------
+#
+# The errors say what the parent's path says for the same failure (pool/_dispatcher.py),
+# so a task fails alike wherever its payloads were converted.
+
+
+def _decode_args(
+    converter: temporalio.converter.DataConverter, data: bytes, arg_types: list[Any] | None
+) -> list[Any]:
+    payloads = temporalio.api.common.v1.Payloads.FromString(data).payloads
+    if arg_types is not None and len(arg_types) != len(payloads):
+        arg_types = None
+    try:
+        return converter.payload_converter.from_payloads(list(payloads), type_hints=arg_types)
+    except Exception as err:
+        raise temporalio.exceptions.ApplicationError(
+            f"Failed decoding arguments: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _decode_heartbeat(converter: temporalio.converter.DataConverter, data: bytes) -> list[Any]:
+    payloads = temporalio.api.common.v1.Payloads.FromString(data).payloads
+    try:
+        return converter.payload_converter.from_payloads(list(payloads))
+    except Exception as err:
+        raise temporalio.exceptions.ApplicationError(
+            f"Failed decoding heartbeat details: {type(err).__name__}: {err}",
+            non_retryable=True,
+        ) from err
+
+
+@dataclass(frozen=True)
+class ResultError:
+    """A return value the payload converter refused."""
+
+    error: BaseException
+
+
+def _encode_result(
+    converter: temporalio.converter.DataConverter, value: Any
+) -> bytes | ResultError:
+    try:
+        payloads = converter.payload_converter.to_payloads([value])
+    except Exception as err:
+        error = temporalio.exceptions.ApplicationError(
+            "The activity's return value could not be converted to a payload: "
+            f"{type(err).__name__}: {err}",
+            type="ResultConversionError",
+        )
+        error.__cause__ = err
+        return ResultError(error)
+    return temporalio.api.common.v1.Payloads(payloads=payloads).SerializeToString()
 
 
 def _failure_bytes(converter: temporalio.converter.DataConverter, err: BaseException) -> bytes:

@@ -103,6 +103,9 @@ class ChildSpec:
 class ActivitySpec:
     fn: Any
     no_thread_cancel_exception: bool
+    # The activity's parameter types, for decoding its arguments in the child
+    # (None: decode without type hints, as temporalio does for an unannotated function).
+    arg_types: list[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,14 @@ class RunTask:
     heartbeat_interval: float
     # The parent's OpenTelemetry context as headers (runner._trace), if any.
     trace_context: dict[str, str] | None = None
+    # Set when the child converts: the arguments as serialised Payloads (the codec
+    # already applied in reverse), decoded in the child with the activity's
+    # ``arg_types``; ``args`` is empty then.
+    encoded_args: bytes | None = None
+    # The same for ``info.heartbeat_details`` (``info`` carries none then).
+    encoded_heartbeat: bytes | None = None
+    # Return a completed task's value as serialised Payloads (``TaskDone.result``).
+    encode_result: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,9 @@ class PackedTask:
     packed_info: tuple[Any, ...]
     heartbeat_interval: float
     trace_context: dict[str, str] | None = None
+    encoded_args: bytes | None = None
+    encoded_heartbeat: bytes | None = None
+    encode_result: bool = False
 
     @property
     def task_token(self) -> bytes:
@@ -148,6 +162,9 @@ def task_to_wire(task: RunTask) -> tuple[Any, ...]:
         pack_info(task.info),
         task.heartbeat_interval,
         task.trace_context,
+        task.encoded_args,
+        task.encoded_heartbeat,
+        task.encode_result,
     )
 
 
@@ -204,7 +221,8 @@ Outcome = Literal["completed", "failed", "cancelled", "complete_async"]
 class TaskDone:
     task_id: int
     outcome: Outcome
-    # completed: the return value (the parent encodes it with the data converter);
+    # completed: the return value (the parent encodes it with the data converter),
+    # or None with ``result`` set (``RunTask.encode_result``);
     # failed / cancelled: a serialised temporalio.api.failure.v1.Failure (no codec yet).
     value: Any = None
     failure: bytes | None = None
@@ -216,6 +234,9 @@ class TaskDone:
     cpu_seconds: float = 0.0
     # What the activity recorded through activity.metric_meter() (runner._metrics).
     metrics: list[tuple[Any, ...]] | None = None
+    # completed with ``RunTask.encode_result``: the value as serialised Payloads
+    # (payload converter only; the parent applies the codec).
+    result: bytes | None = None
 
 
 def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
@@ -229,6 +250,7 @@ def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
         done.heartbeat_error,
         done.cpu_seconds,
         done.metrics,
+        done.result,
     )
 
 

@@ -3,6 +3,7 @@ per-child limit (``PoolConfig.native_threads="auto"``), without it, and through 
 stock ``ProcessPoolExecutor`` worker, side by side in one run on one dev server.
 
     calibrate: the matrix size whose product takes about --target-ms on one thread
+               (its CPU: the median of five products)
     for each worker: --workflows x --activities products at once on --processes children
         wall    first workflow start to last result
         cpu     CPU of every thread of the children during the products
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -50,10 +52,15 @@ def calibrate(target_s: float) -> tuple[int, float]:
                 size = int(size * (target_s / took) ** (1 / 3))
                 break
             size *= 2
+        # The median CPU of five products: one reading moves by 10-20 % on a shared
+        # machine, which would move every efficiency below by as much.
         a = numpy.ones((size, size))
-        start = time.perf_counter()
-        a @ a
-        return size, time.perf_counter() - start
+        times = []
+        for _ in range(5):
+            start = time.process_time()
+            a @ a
+            times.append(time.process_time() - start)
+        return size, statistics.median(times)
 
 
 def _worker(kind: str, client: temporalio.client.Client, task_queue: str, processes: int) -> Any:

@@ -72,6 +72,7 @@ import contextlib
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -240,9 +241,12 @@ async def start_worker(
 ) -> _UnderTest:
     common: dict[str, Any] = {
         "task_queue": task_queue,
-        "workflows": [workloads.LoadWorkflow],
+        # --workflow-process: the workflows run on a worker of their own (WorkflowProcess)
+        "workflows": [] if args.workflow_process else [workloads.LoadWorkflow],
         "max_concurrent_activities": args.slots,
     }
+    if args.interceptor:
+        common["interceptors"] = [workloads.PassThrough()]
     cleanup: list[Callable[[], None]] = []
     abort: list[Callable[[], None]] = []
     child_pids: Callable[[], list[int]] = list
@@ -496,6 +500,43 @@ def _cpu_of(pid: int | None) -> float:
     return total
 
 
+class WorkflowProcess:
+    """``scripts/workflow_worker.py``: the workflows on a stock worker in a process of
+    its own (``--workflow-process``). It stops when its stdin closes; one that does not
+    within the bound is killed by its pid."""
+
+    def __init__(self, address: str, namespace: str, task_queue: str) -> None:
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workflow_worker.py")
+        self._proc = subprocess.Popen(
+            [sys.executable, script, address, namespace, task_queue],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pid = self._proc.pid
+
+    async def ready(self, timeout: float) -> None:
+        assert self._proc.stdout is not None
+        line = await asyncio.wait_for(
+            asyncio.get_running_loop().run_in_executor(None, self._proc.stdout.readline), timeout
+        )
+        if line.strip() != "ready":
+            raise RuntimeError(f"the workflow worker did not start (exit {self._proc.poll()})")
+
+    def cpu(self) -> float:
+        return _cpu_of(self.pid)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        assert self._proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(5)
+
+
 async def run_one(
     kind: str,
     client: temporalio.client.Client,
@@ -503,6 +544,30 @@ async def run_one(
     server_pid: int | None,
 ) -> dict[str, Any]:
     task_queue = f"loadtest-{kind}-{uuid.uuid4().hex[:8]}"
+    workflows: WorkflowProcess | None = None
+    if args.workflow_process:
+        target = client.service_client.config.target_host
+        workflows = WorkflowProcess(target, client.namespace, task_queue)
+        try:
+            await workflows.ready(_SERVER_START_TIMEOUT)
+        except BaseException:
+            workflows.stop()
+            raise
+    try:
+        return await _measure(kind, client, args, server_pid, task_queue, workflows)
+    finally:
+        if workflows is not None:
+            await asyncio.get_running_loop().run_in_executor(None, workflows.stop)
+
+
+async def _measure(
+    kind: str,
+    client: temporalio.client.Client,
+    args: argparse.Namespace,
+    server_pid: int | None,
+    task_queue: str,
+    workflows: WorkflowProcess | None,
+) -> dict[str, Any]:
     total = args.workflows * args.activities_per_workflow
     result: dict[str, Any] = {"worker": kind, "task_queue": task_queue, "activities": total}
     errors: list[str] = []
@@ -538,6 +603,7 @@ async def run_one(
         cpu0 = sampler.cpu_snapshot()
         parent0 = time.process_time()
         server0 = _cpu_of(server_pid)
+        workflow0 = workflows.cpu() if workflows is not None else 0.0
         machine0 = _machine_busy()
         tree0 = _cpu_of(os.getpid())  # this process, the server, every worker process
         t0 = time.monotonic()
@@ -553,6 +619,7 @@ async def run_one(
         t1 = time.monotonic()
         parent_cpu = time.process_time() - parent0
         server_cpu = _cpu_of(server_pid) - server0
+        workflow_cpu = workflows.cpu() - workflow0 if workflows is not None else None
         machine_cpu = _machine_busy() - machine0
         tree_cpu = _cpu_of(os.getpid()) - tree0
         cpu1 = sampler.cpu_snapshot()
@@ -629,6 +696,7 @@ async def run_one(
             "parent_cpu_s": parent_cpu,
             "parent_peak_rss": sampler.parent_peak_rss,
             "server_cpu_s": server_cpu if server_pid else None,
+            "workflow_process_cpu_s": workflow_cpu,
             # Every core's busy time during the run, and the part of it no process of
             # this test used (another job on the machine: the figures are suspect).
             "machine_busy": machine_cpu / (wall * CPUS) if wall > 0 else 0.0,
@@ -639,7 +707,8 @@ async def run_one(
                 tree_cpu
                 - parent_cpu
                 - sum(c["cpu_s"] for c in children)
-                - (server_cpu if server_pid else 0.0),
+                - (server_cpu if server_pid else 0.0)
+                - (workflow_cpu or 0.0),
             ),
             "other_cpu_s": max(0.0, machine_cpu - tree_cpu),
         }
@@ -817,6 +886,8 @@ def print_report(
         "ceiling",
         "peak RSS/child",
         "parent CPU/act",
+        "children CPU/act",
+        "wf process CPU/act",
         "server CPU/act",
         "wf tasks",
         "machine busy",
@@ -841,6 +912,10 @@ def print_report(
                 f"{r.get('cpu_ceiling', 0.0):.1%}",
                 mib(r["peak_rss_per_child"]),
                 f"{r['parent_cpu_s'] / n * 1000:.2f} ms",
+                f"{r['children_cpu_s'] / n * 1000:.2f} ms",
+                "-"
+                if r.get("workflow_process_cpu_s") is None
+                else f"{r['workflow_process_cpu_s'] / n * 1000:.2f} ms",
                 "-" if server is None else f"{server / n * 1000:.2f} ms",
                 r.get("workflow_tasks", 0),
                 f"{r.get('machine_busy', 0.0):.0%}",
@@ -1012,6 +1087,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         dest="lookahead",
         action="store_false",
         help="pool only: PoolConfig(lookahead=False), poll only for idle children",
+    )
+    p.add_argument(
+        "--workflow-process",
+        action="store_true",
+        help="run the workflows on a stock workflow-only worker in a process of its own: the "
+        "worker under test runs only activities, so its CPU is the activity side alone",
+    )
+    p.add_argument(
+        "--interceptor",
+        action="store_true",
+        help="register a pass-through activity interceptor on the worker under test",
     )
     p.add_argument("--work-ms", type=float, default=20.0, help="CPU per activity (cpu, heartbeat)")
     p.add_argument("--payload-kb", type=int, default=256, help="argument and result size (payload)")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import temporalio.worker
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
@@ -247,3 +248,16 @@ def pipe_echo(conn: Any) -> None:
         except EOFError:
             return
         conn.send_bytes(data)
+
+
+# -- loadtest.py --interceptor: what an interceptor that reads nothing costs ---------
+
+
+class PassThrough(temporalio.worker.Interceptor):
+    """An activity interceptor that only calls the next one (as a tracing or logging
+    interceptor does around the activity)."""
+
+    def intercept_activity(
+        self, next: temporalio.worker.ActivityInboundInterceptor
+    ) -> temporalio.worker.ActivityInboundInterceptor:
+        return temporalio.worker.ActivityInboundInterceptor(next)

@@ -25,7 +25,7 @@ from temporalio.worker import (
 from temporalio.worker._worker import load_default_build_id
 
 import pool
-from pool._custom_slots import CustomSlots, ReserveContext
+from pool.activity.slots import CustomSlots, ReserveContext
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _activities as A
 

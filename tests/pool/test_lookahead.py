@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pool._lookahead import Lookahead
+from pool.supervisor.lookahead import Lookahead
 
 
 def _seasoned(runs: list[float], polls: list[float], enabled: bool = True) -> Lookahead:

@@ -41,7 +41,8 @@ TABLE = [
     ("exits_with_sys_exit", [], 30, "ChildProcessDied", "exit code 4"),
     ("kills_itself", [], 30, "ChildProcessDied", "SIGKILL"),
     ("segfaults", [], 30, "ChildProcessDied", "SIGSEGV"),
-    ("returns_unpicklable", [], 30, "ResultTransferError", "could not be pickled"),
+    # Converted in the child (issue 13): the converter refuses it before pickling could.
+    ("returns_unpicklable", [], 30, "ResultConversionError", "could not be converted"),
     ("raises_unpicklable", [], 30, "LockedError", "an error holding a lock"),
     ("returns_too_much", [], 30, "PayloadTooLarge", "blob size limit"),
     ("no_such_activity", [], 30, "NotFoundError", "not registered"),

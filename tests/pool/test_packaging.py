@@ -54,6 +54,8 @@ def test_the_wheel_is_typed_for_mypy(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert {"pool/py.typed", "runner/py.typed", "shared_state/py.typed"} <= names
+    # Every subpackage ships (the rooms of pool/ are packages of their own).
+    assert {"pool/activity/__init__.py", "pool/supervisor/__init__.py"} <= names
     assert any(name.endswith("licenses/LICENSE") for name in names), sorted(names)
 
     venv = tmp_path / "venv"

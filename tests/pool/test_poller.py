@@ -9,7 +9,8 @@ import contextlib
 from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
 
 import pool
-from pool._poller import Poller, PollSettings, Slots
+from pool.activity.poller import Poller, PollSettings
+from pool.activity.slots import Slots
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _activities as A
 
@@ -104,7 +105,7 @@ async def test_empty_polls_poll_again_and_only_with_a_free_slot():
 
 
 async def test_poller_scaler_moves_its_target_between_the_bounds() -> None:
-    from pool._poller import PollerScaler
+    from pool.activity.poller import PollerScaler
 
     scaler = PollerScaler(minimum=1, maximum=3, initial=2)
     await scaler.acquire()

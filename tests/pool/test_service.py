@@ -1,75 +1,13 @@
-"""The activity side's connection settings and sdk-core retry rules, as pure logic."""
+"""The activity side's connection settings, pure (retry rules: activity/test_retry.py)."""
 
 from __future__ import annotations
 
-import time
-
-import grpc
-import grpc.aio
 import pytest
 import temporalio.service
 
-from pool._service import (
-    NORMAL_RETRY,
-    POLL_RETRY,
-    _retry_delay,
-    channel_settings,
-    is_too_large,
-)
+from pool.activity.service import channel_settings
 
-
-def _error(code: grpc.StatusCode, details: str = "x") -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        code=code,
-        initial_metadata=grpc.aio.Metadata(),
-        trailing_metadata=grpc.aio.Metadata(),
-        details=details,
-    )
-
-
-def _delay(code, attempt=1, elapsed=0.0, give_up_at=None, details="x"):
-    from pool._service import RETRYABLE
-
-    return _retry_delay(
-        _error(code, details),
-        attempt,
-        time.monotonic() - elapsed,
-        NORMAL_RETRY,
-        give_up_at,
-        RETRYABLE,
-    )
-
-
-def test_transient_errors_back_off_like_core():
-    first = _delay(grpc.StatusCode.UNAVAILABLE)
-    assert 0.08 <= first <= 0.12  # 100 ms +-20 %
-    third = _delay(grpc.StatusCode.UNAVAILABLE, attempt=3)
-    assert 0.1 * 1.7**2 * 0.8 <= third <= 0.1 * 1.7**2 * 1.2
-    assert _delay(grpc.StatusCode.UNAVAILABLE, attempt=20) is None  # 10 attempts at most
-    assert _delay(grpc.StatusCode.UNAVAILABLE, elapsed=10.5) is None  # 10 s at most
-
-
-def test_answers_are_not_retried():
-    for code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-        assert _delay(code) is None
-
-
-def test_resource_exhausted_waits_at_least_the_throttle_backoff():
-    assert _delay(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 0.8
-    too_large = "grpc: received message larger than max (5 vs. 4)"
-    assert is_too_large(_error(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large))
-    assert _delay(grpc.StatusCode.RESOURCE_EXHAUSTED, details=too_large) is None
-
-
-def test_a_result_is_held_until_the_tasks_own_deadline():
-    later = time.monotonic() + 30
-    assert _delay(grpc.StatusCode.UNAVAILABLE, elapsed=20, give_up_at=later) is not None
-    assert _delay(grpc.StatusCode.UNAVAILABLE, elapsed=20, give_up_at=time.monotonic()) is None
-
-
-def test_poll_backoff_is_capped():
-    assert 0.16 <= POLL_RETRY.delay(1) <= 0.24
-    assert POLL_RETRY.delay(50) <= 10 * 1.2
+pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize(

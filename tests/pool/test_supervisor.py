@@ -1,11 +1,9 @@
 """The ProcessPool on its own (no server): crash isolation, replacement, cancel
-latency, recycling, crash loops, memory limits. Pure decisions are tested as
-plain functions."""
+latency, recycling, crash loops, memory limits. Pure decisions: test_supervisor_policy."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import os
 import signal
@@ -21,8 +19,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.testing import ActivityEnvironment
 
 import pool
-from pool._lookahead import Lookahead
-from pool._supervisor import after_task, is_crash_loop, memory_verdict, respawn_delay
+from pool.supervisor.lookahead import Lookahead
 from runner import ActivitySpec, RunTask
 from tests.helpers import async_assert_eventually
 from tests.pool import _bad_activities as B
@@ -239,36 +236,6 @@ async def test_stop_leaves_no_child():
 # -- pure decisions ------------------------------------------------------------------------
 
 
-def test_after_task_decision():
-    config = pool.PoolConfig(max_tasks_per_child=3, max_memory_per_child=100)
-    assert after_task(2, 50, config) is None
-    assert "max_tasks_per_child" in after_task(3, 50, config)
-    assert "max_memory_per_child" in after_task(1, 101, config)
-    assert after_task(10**6, 10**12, pool.PoolConfig()) is None
-
-
-def test_memory_verdict():
-    config = pool.PoolConfig(max_memory_per_child=100, hard_memory_per_child=200)
-    assert memory_verdict(50, True, config) is None
-    assert memory_verdict(150, True, config) == "recycle"
-    assert memory_verdict(250, True, config) == "kill"
-    assert memory_verdict(250, False, config) == "recycle"
-
-
-def test_respawn_delay_doubles_up_to_its_cap():
-    config = pool.PoolConfig(respawn_backoff=0.1, respawn_backoff_max=1.0)
-    assert [respawn_delay(n, config) for n in range(1, 7)] == [0.0, 0.1, 0.2, 0.4, 0.8, 1.0]
-    assert respawn_delay(10**6, config) == 1.0
-
-
-def test_crash_loop_window():
-    config = pool.PoolConfig(crash_loop_max_deaths=2, crash_loop_window=10)
-    deaths = collections.deque([0.0, 5.0, 9.0])
-    assert is_crash_loop(deaths, 9.5, config)
-    assert not is_crash_loop(deaths, 14.0, config)  # 0.0 fell out of the window
-    assert list(deaths) == [5.0, 9.0]
-
-
 def test_pool_config_validation():
     with pytest.raises(pool.WorkerConfigError, match="processes"):
         pool.PoolConfig(processes=0)
@@ -408,7 +375,7 @@ async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
     import logging
     import socket
 
-    from pool._supervisor import _Child
+    from pool.supervisor.pool import _Child
     from runner import ChildLog, dumps
     from runner._frames import FrameReader, send_frame
 

@@ -10,7 +10,7 @@ import pytest
 from temporalio.worker import ResourceBasedSlotConfig, WorkerTuner
 
 import pool
-from pool._poller import ResourceTargets, resources_allow
+from pool.activity.slots import ResourceTargets, resources_allow
 from tests.helpers import workflow_id
 from tests.pool import _activities as A
 

@@ -96,6 +96,31 @@ def test_loadtest_workloads_through_the_pool(
         assert data["results"][0]["activity_cpu_s"] >= 8 * 0.005 * 0.9
 
 
+def test_loadtest_with_a_workflow_process_and_an_interceptor(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    kinds = ["pool", "stock-process"]
+    data, out = run_script(
+        "loadtest.py",
+        "--address", dev_server.address,
+        "--compare", ",".join(kinds),
+        "--workload", "payload",
+        "--payload-kb", "8",
+        "--workflows", "1",
+        "--activities-per-workflow", "3",
+        "--warmup", "1",
+        "--timeout", "60",
+        "--workflow-process",
+        "--interceptor",
+        json_path=tmp_path / "out.json",
+    )  # fmt: skip
+    _check_results(data, kinds, 3)
+    for r in data["results"]:
+        # The workflows ran in the workflow process, which used CPU of its own.
+        assert r["workflow_process_cpu_s"] > 0
+    assert "wf process CPU/act" in out
+
+
 def test_loadtest_starts_its_own_dev_server(tmp_path: Path) -> None:
     data, _ = run_script(
         "loadtest.py",

@@ -12,15 +12,12 @@ not wait after it was accepted while its start-to-close clock runs (sdk-python
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from google.protobuf.wrappers_pb2 import DoubleValue
 from temporalio.api.common.v1 import WorkerVersionCapabilities
 from temporalio.api.enums.v1 import TaskQueueKind
@@ -30,146 +27,15 @@ from temporalio.api.workflowservice.v1 import (
     PollActivityTaskQueueResponse,
 )
 
-from ._errors import PoolError
-from ._sdk_metrics import ActivityMetrics
-from ._service import POLL_DEADLINE, ActivityService, poll_with_retry
-from ._supervisor import ProcessPool
+from .._errors import PoolError
+from .._sdk_metrics import ActivityMetrics
+from ..supervisor import ProcessPool
+from .service import POLL_DEADLINE, ActivityService, poll_with_retry
+from .slots import RateLimiter, Slots
 
-__all__ = [
-    "PollSettings",
-    "Poller",
-    "RateLimiter",
-    "ResourceSlots",
-    "ResourceTargets",
-    "Slots",
-    "resources_allow",
-]
+__all__ = ["PollSettings", "Poller", "PollerScaler"]
 
 logger = logging.getLogger("pool.poller")
-
-
-class Slots:
-    """Counts activity slots; ``acquire`` waits for a free one.
-
-    A slot's life: ``acquire`` (before a poll) returns its permit; a poll that
-    brings a task hands the permit to that task (``mark_used``, keyed by the task
-    token) and the dispatcher ends it with ``release(token)``; a poll that brings
-    nothing gives it back with ``release_unused(permit)``. Counting slots need no
-    permit (None); a custom supplier's slots do (``pool._custom_slots``).
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.used = 0
-        self._waiters: list[asyncio.Future[None]] = []
-
-    def __repr__(self) -> str:
-        return f"<Slots [{self.used} used, {self.free} free]>"
-
-    @property
-    def free(self) -> int | None:
-        """Slots that could be handed out now (None: only the supplier knows)."""
-        return max(self.size - self.used, 0)
-
-    async def acquire(self) -> Any:
-        while self.used >= self.size:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-        self.used += 1
-
-    def mark_used(self, permit: Any, token: bytes, activity_type: str) -> None:
-        """The slot of ``permit`` now runs the task ``token`` (nothing to do here)."""
-
-    def release_unused(self, permit: Any) -> None:
-        """Give back a slot whose poll brought no task."""
-        self.release()
-
-    def release(self, token: bytes = b"") -> None:
-        """Give back the slot that ran task ``token`` (counting slots need no token)."""
-        self.used -= 1
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-                break
-
-
-@dataclass(frozen=True)
-class ResourceTargets:
-    """A resource-based slot supplier's settings (from temporalio's tuner)."""
-
-    minimum: int
-    maximum: int
-    ramp_throttle: float
-    target_memory: float  # 0..1 of system memory
-    target_cpu: float  # 0..1 of all cores
-
-
-def resources_allow(
-    used: int, since_last_grant: float, memory: float, cpu: float, targets: ResourceTargets
-) -> bool:
-    """Whether one more slot may be handed out now (pure; the caller samples psutil)."""
-    if used < targets.minimum:
-        return True
-    if used >= targets.maximum or since_last_grant < targets.ramp_throttle:
-        return False
-    return memory < targets.target_memory and cpu < targets.target_cpu
-
-
-class ResourceSlots(Slots):
-    """Slots handed out while system CPU and memory stay under their targets.
-
-    A slot is only granted when a task could start at once, so the poller never
-    takes a task the machine cannot run now. Usage is sampled with psutil while
-    somebody waits (every ``SAMPLE_INTERVAL``): there is no event for "the CPU
-    calmed down".
-    """
-
-    SAMPLE_INTERVAL = 0.1
-
-    def __init__(self, targets: ResourceTargets) -> None:
-        super().__init__(targets.maximum)
-        self.targets = targets
-        self._last_grant = 0.0
-        psutil.cpu_percent(interval=None)  # prime the CPU counter
-
-    def __repr__(self) -> str:
-        return (
-            f"<ResourceSlots [{self.used} used | cpu < {self.targets.target_cpu:.0%}, "
-            f"memory < {self.targets.target_memory:.0%}, max {self.targets.maximum}]>"
-        )
-
-    def _allowed(self) -> bool:
-        memory = psutil.virtual_memory().percent / 100
-        cpu = psutil.cpu_percent(interval=None) / 100
-        return resources_allow(
-            self.used, time.monotonic() - self._last_grant, memory, cpu, self.targets
-        )
-
-    async def acquire(self) -> None:
-        while not self._allowed():
-            await asyncio.sleep(self.SAMPLE_INTERVAL)
-        self.used += 1
-        self._last_grant = time.monotonic()
-
-
-class RateLimiter:
-    """At most ``per_second`` task starts per second, spaced evenly."""
-
-    def __init__(self, per_second: float) -> None:
-        self.interval = 1.0 / per_second
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        now = time.monotonic()
-        at = max(now, self._next)
-        self._next = at + self.interval
-        if at > now:
-            await asyncio.sleep(at - now)
 
 
 class PollerScaler:

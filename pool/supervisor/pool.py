@@ -14,7 +14,7 @@
 Everything runs on the worker's asyncio loop: pipes and process sentinels are
 registered with ``loop.add_reader``, so a dead child is noticed at once without
 a polling loop or a helper thread. Decisions (what to do with a child after a
-task, whether deaths make a crash loop) are pure functions below the class.
+task, whether deaths make a crash loop) are pure functions in pool.supervisor.policy.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ from runner import (
 )
 from runner._frames import FrameReader, send_frame
 
-from ._config import PoolConfig
-from ._errors import (
+from .._config import PoolConfig
+from .._errors import (
     ChildProcessDied,
     ChildStartError,
     CrashLoopError,
@@ -68,7 +68,15 @@ from ._errors import (
     WorkerConfigError,
     describe_exit,
 )
-from ._lookahead import Lookahead
+from .lookahead import Lookahead
+from .policy import (
+    after_task,
+    is_crash_loop,
+    is_start_failure,
+    memory_verdict,
+    recent,
+    respawn_delay,
+)
 
 __all__ = [
     "ChildKilled",
@@ -129,7 +137,7 @@ class _Child:
     ready_at: float | None = None
     psutil_proc: psutil.Process | None = None
     started_at: float = 0.0  # loop clock, when the current task was sent
-    # When this busy child may back a lookahead poll (see pool._lookahead).
+    # When this busy child may back a lookahead poll (see pool.supervisor.lookahead).
     window: tuple[float, float] | None = None
     window_handle: asyncio.TimerHandle | None = None
     # Why it cannot start, as it said before exiting (ChildBroken).
@@ -175,67 +183,6 @@ class PoolSnapshot:
     respawn_delay_seconds: float = 0.0
     # Tasks written to a child that had died idle (unnoticed yet), then given to another.
     tasks_redispatched: int = 0
-
-
-# -- pure decisions ----------------------------------------------------------------
-
-
-def after_task(child_tasks_done: int, rss: int, config: PoolConfig) -> str | None:
-    """Why a child that just finished a task must be replaced, or None to keep it."""
-    if config.max_tasks_per_child is not None and child_tasks_done >= config.max_tasks_per_child:
-        return f"ran {child_tasks_done} tasks (max_tasks_per_child={config.max_tasks_per_child})"
-    if config.max_memory_per_child is not None and rss > config.max_memory_per_child:
-        return f"RSS {rss} bytes over max_memory_per_child={config.max_memory_per_child}"
-    return None
-
-
-def memory_verdict(rss: int, busy: bool, config: PoolConfig) -> str | None:
-    """``kill``, ``recycle`` or None for a child's current RSS."""
-    if busy and config.hard_memory_per_child is not None and rss > config.hard_memory_per_child:
-        return "kill"
-    if config.max_memory_per_child is not None and rss > config.max_memory_per_child:
-        return "recycle"
-    return None
-
-
-def recent(deaths: collections.deque[float], now: float, config: PoolConfig) -> int:
-    """Drop deaths older than ``crash_loop_window``; how many remain."""
-    window = config.seconds("crash_loop_window")
-    while deaths and now - deaths[0] > window:
-        deaths.popleft()
-    return len(deaths)
-
-
-def is_crash_loop(failures: collections.deque[float], now: float, config: PoolConfig) -> bool:
-    """True when too many start failures fall within the window (older ones dropped)."""
-    return recent(failures, now, config) > config.crash_loop_max_deaths
-
-
-# Signals by which a child's own native code ends it: a crash during start-up (say,
-# importing a broken C extension) will happen again in every replacement.
-_CRASH_SIGNALS = frozenset(
-    {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
-)
-
-
-def is_start_failure(reported: bool, exitcode: int | None) -> bool:
-    """Whether a child that died before it was ready says that no child can start:
-    it reported an error, exited by itself, or crashed in native code. Killed from
-    outside (SIGKILL, SIGTERM: the OOM killer, an operator) it says nothing of the
-    next one."""
-    if reported or (exitcode is not None and exitcode > 0):
-        return True
-    return exitcode is not None and -exitcode in _CRASH_SIGNALS
-
-
-def respawn_delay(deaths: int, config: PoolConfig) -> float:
-    """Seconds to wait before replacing a child that died as the ``deaths``-th within
-    the window: none for the first, then doubling from ``respawn_backoff`` up to
-    ``respawn_backoff_max``."""
-    if deaths <= 1:
-        return 0.0
-    doubling = 2.0 ** min(deaths - 2, 64)
-    return min(config.seconds("respawn_backoff") * doubling, config.seconds("respawn_backoff_max"))
 
 
 def preload_modules(activities: Mapping[str, ActivitySpec], extra: tuple[str, ...]) -> list[str]:

@@ -1,10 +1,11 @@
 """The activity side's own gRPC connection to the Temporal frontend.
 
-A ``grpc.aio`` channel built from the client's connection settings (target, TLS
-or mTLS, API key, namespace header, RPC metadata, identity) and the sdk-core
-retry rules (activity-protocol.md §6): normal calls back off 100 ms x1.7 up to
-5 s for at most 10 s or 10 attempts; polls retry without end on transient
-errors and for 60 s on the others; ``NOT_FOUND`` is an answer, never retried.
+    client's settings (target, TLS or mTLS, API key, namespace, RPC metadata, identity)
+        -> channel_settings -> a grpc.aio channel -> ActivityService.call / call_once
+    a failed attempt -> the pure rules of ``retry.py`` (clock and random source injected
+        here) -> sleep and try again, or raise
+
+``poll_with_retry`` runs a long poll the same way with core's task-poll rules.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import temporalio.client
 import temporalio.service
 from temporalio.api.workflowservice.v1 import WorkflowServiceStub
 
-__all__ = ["ActivityService", "RetryPolicy", "channel_settings"]
+from .retry import NORMAL_BACKOFF, Backoff, RandomSource, call_retry_delay, poll_retry
+
+__all__ = ["ActivityService", "channel_settings", "describe_rpc_error", "poll_with_retry"]
 
 logger = logging.getLogger("pool.service")
 
@@ -35,61 +38,6 @@ POLL_DEADLINE = 70.0
 CALL_DEADLINE = 30.0
 # Core raises the inbound limit to 128 MiB (grpcio's default is 4 MiB).
 MAX_MESSAGE = 128 * 1024 * 1024
-
-RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.DATA_LOSS,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAVAILABLE,
-    }
-)
-# A poll also retries these without limit (the transport or our own deadline).
-POLL_RETRYABLE = RETRYABLE | {grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED}
-_TOO_LARGE_PREFIXES = (
-    "grpc: received message larger than max",
-    "grpc: received message after decompression larger than max",
-    "grpc: message after decompression larger than max",
-)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    initial: float
-    multiplier: float
-    maximum: float
-    max_elapsed: float | None
-    max_attempts: int | None
-    jitter: float = 0.2
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.initial * self.multiplier ** (attempt - 1), self.maximum)
-        return base * random.uniform(1 - self.jitter, 1 + self.jitter)
-
-
-NORMAL_RETRY = RetryPolicy(
-    initial=0.1, multiplier=1.7, maximum=5.0, max_elapsed=10.0, max_attempts=10
-)
-POLL_RETRY = RetryPolicy(
-    initial=0.2, multiplier=2.0, maximum=10.0, max_elapsed=None, max_attempts=None
-)
-# RESOURCE_EXHAUSTED waits at least this much (core's throttle backoff).
-THROTTLE_RETRY = RetryPolicy(
-    initial=1.0, multiplier=2.0, maximum=10.0, max_elapsed=None, max_attempts=None
-)
-# Other errors on a poll: every 10 s for 60 s, then the worker fails.
-POLL_FATAL_INTERVAL = 10.0
-POLL_FATAL_BUDGET = 60.0
-
-
-def is_too_large(err: grpc.aio.AioRpcError) -> bool:
-    details = err.details() or ""
-    return err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(
-        _TOO_LARGE_PREFIXES
-    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +101,12 @@ class ActivityService:
         client: temporalio.client.Client,
         identity: str | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: RandomSource | None = None,
     ) -> None:
+        self._clock = clock
+        self._rng = rng or random.Random()
         self._settings = channel_settings(client, identity)
         self._interceptors = list(interceptors)
         self._channel = self._open(self._settings, self._interceptors)
@@ -215,58 +168,45 @@ class ActivityService:
         name: str,
         request: Any,
         *,
-        retry: RetryPolicy = NORMAL_RETRY,
+        backoff: Backoff = NORMAL_BACKOFF,
         give_up_at: float | None = None,
     ) -> Any:
         """A unary call with core's retry rules. ``give_up_at`` (monotonic) extends
         the retry budget, so a result is held while the server is away until the
         task's own deadline passes."""
-        start = time.monotonic()
+        started = self._clock()
         attempt = 0
         while True:
             attempt += 1
             try:
                 return await self.call_once(name, request, CALL_DEADLINE)
             except grpc.aio.AioRpcError as err:
-                delay = _retry_delay(err, attempt, start, retry, give_up_at, RETRYABLE)
+                delay = call_retry_delay(
+                    err.code(),
+                    err.details() or "",
+                    attempt=attempt,
+                    started=started,
+                    now=self._clock(),
+                    rng=self._rng,
+                    backoff=backoff,
+                    give_up_at=give_up_at,
+                )
                 if delay is None:
                     raise
                 logger.debug("%s failed (%s), retrying in %.2f s", name, err.code(), delay)
                 await asyncio.sleep(delay)
 
 
-def _retry_delay(
-    err: grpc.aio.AioRpcError,
-    attempt: int,
-    start: float,
-    retry: RetryPolicy,
-    give_up_at: float | None,
-    retryable: frozenset[grpc.StatusCode],
-) -> float | None:
-    code = err.code()
-    if code not in retryable or is_too_large(err):
-        return None
-    delay = retry.delay(attempt)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        delay = max(delay, THROTTLE_RETRY.delay(attempt))
-    now = time.monotonic()
-    within_budget = (retry.max_elapsed is None or now + delay - start <= retry.max_elapsed) and (
-        retry.max_attempts is None or attempt < retry.max_attempts
-    )
-    if within_budget:
-        return delay
-    if give_up_at is not None and now + delay < give_up_at:
-        return min(delay, retry.maximum)
-    return None
-
-
 async def poll_with_retry(
     start_poll: Callable[[], Awaitable[T]],
     *,
     on_failure: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    rng: RandomSource | None = None,
 ) -> T:
     """Run a long poll until it answers, retrying as core does for task polls;
     ``on_failure`` hears of each failed attempt (for readiness)."""
+    rng = rng or random.Random()
     attempt = 0
     fatal_since: float | None = None
     while True:
@@ -275,27 +215,19 @@ async def poll_with_retry(
             return await start_poll()
         except grpc.aio.AioRpcError as err:
             code = err.code()
-            if code in POLL_RETRYABLE:
-                fatal_since = None
-                delay = POLL_RETRY.delay(attempt)
-                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    delay = max(delay, THROTTLE_RETRY.delay(attempt))
-            else:
-                now = time.monotonic()
-                fatal_since = fatal_since or now
-                if now - fatal_since >= POLL_FATAL_BUDGET:
-                    raise
-                delay = POLL_FATAL_INTERVAL
+            retry = poll_retry(code, attempt=attempt, fatal_since=fatal_since, now=clock(), rng=rng)
+            if retry is None:
+                raise
+            fatal_since = retry.fatal_since
             logger.warning(
-                "Activity poll failed (%s: %s); retrying in %.1f s", code, err.details(), delay
+                "Activity poll failed (%s: %s); retrying in %.1f s",
+                code,
+                err.details(),
+                retry.delay,
             )
             if on_failure is not None:
                 on_failure(describe_rpc_error(err))
-            await asyncio.sleep(delay)
-
-
-def status_of(err: BaseException) -> grpc.StatusCode | None:
-    return err.code() if isinstance(err, grpc.aio.AioRpcError) else None
+            await asyncio.sleep(retry.delay)
 
 
 def describe_rpc_error(err: BaseException) -> str:

@@ -28,7 +28,7 @@ import temporalio.activity
 from temporalio.api.common.v1 import Payloads
 from temporalio.api.workflowservice.v1 import RecordActivityTaskHeartbeatRequest
 
-from ._service import ActivityService, describe_rpc_error
+from .service import ActivityService, describe_rpc_error
 
 __all__ = ["HeartbeatManager", "throttle_interval"]
 

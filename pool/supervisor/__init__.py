@@ -1,0 +1,26 @@
+"""The supervisor room: the process pool (spawn, watch, recycle, kill children) and
+its lookahead (when a busy child may back a poll).
+
+    reserve() ─▶ ProcessPool.run(task) ─▶ task pipe ─▶ child ─▶ TaskDone ─▶ future
+                       ▲ Lookahead: windows learnt from run and poll times
+"""
+
+from .lookahead import Lookahead
+from .pool import (
+    ChildKilled,
+    ChildMemoryExceeded,
+    ChildSnapshot,
+    PoolSnapshot,
+    ProcessPool,
+    TaskTransferError,
+)
+
+__all__ = [
+    "ChildKilled",
+    "ChildMemoryExceeded",
+    "ChildSnapshot",
+    "Lookahead",
+    "PoolSnapshot",
+    "ProcessPool",
+    "TaskTransferError",
+]
