@@ -117,8 +117,8 @@ def load(path: str) -> list[PerActivity]:
     workload = params["workload"]
     if workload == "cpu":
         workload = f"cpu {params['work_ms']:g} ms"
-    elif workload == "payload":
-        workload = f"payload {params['payload_kb']} KiB"
+    elif workload in ("payload", "records"):
+        workload = f"{workload} {params['payload_kb']} KiB"
     return [
         from_result(r, workload, int(params["processes"]))
         for r in data["results"]
