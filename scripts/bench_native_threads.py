@@ -33,7 +33,7 @@ from _common import environment, fmt, table, write_json
 from workloads import LoadInput, LoadWorkflow, lt_matmul
 
 import pool
-from pool._devserver import DevServer
+from pool.testing import DevServer
 
 
 def calibrate(target_s: float) -> tuple[int, float]:

@@ -6,7 +6,7 @@
        ├─ for each worker in --compare (or --worker), on its own task queue:
        │     start worker ─▶ warm-up workflow (not measured)
        │     t0 ─▶ start --workflows LoadWorkflow runs, each starting
-       │           --activities-per-workflow activities at once (payload: in
+       │           --activities-per-workflow activities at once (payload, records: in
        │           batches of <= 1 MiB of arguments) ─▶ wait for all ─▶ t1
        │     fetch histories ─▶ schedule-to-close latencies ─▶ stop worker
        └─ table, ratios (pool / stock), --json, --png
@@ -93,11 +93,11 @@ from _common import environment, fmt, mib, percentile, table, write_json
 from temporalio.api.enums.v1 import EventType
 
 import pool
-from pool._devserver import DevServer
-from pool._progress import ProgressBar
+from pool.cli.progress import ProgressBar
+from pool.testing import DevServer
 
 WORKERS = ("pool", "stock-process", "stock-thread", "stock-async")
-WORKLOADS = ("noop", "cpu", "heartbeat", "mixed", "payload")
+WORKLOADS = ("noop", "cpu", "heartbeat", "mixed", "payload", "records")
 
 # Bounds of the parts outside the measured window, in seconds.
 _SERVER_START_TIMEOUT = 60.0
@@ -130,6 +130,8 @@ def activity_calls(args: argparse.Namespace, count: int, workload: str) -> list[
     if workload == "payload":
         # The workflow builds a string of this many KiB (workflow input stays small).
         return [["lt_payload", args.payload_kb] for _ in range(count)]
+    if workload == "records":
+        return [["lt_records", args.payload_kb] for _ in range(count)]
     if workload == "mixed":
         # Half no-ops, then 1/4, 1 and 4 x --work-ms of CPU: 0.69 x --work-ms on average.
         pattern = [
@@ -149,7 +151,7 @@ def activity_calls(args: argparse.Namespace, count: int, workload: str) -> list[
 def payload_batch(args: argparse.Namespace) -> int:
     """Activities started at once: all, except with large payloads (<= 1 MiB of
     arguments per workflow task, far below the 4 MiB gRPC message limit)."""
-    if args.workload != "payload":
+    if args.workload not in ("payload", "records"):
         return 0
     return max(1, 1024 // args.payload_kb)
 
@@ -878,7 +880,7 @@ def print_report(
             if args.workload in ("cpu", "heartbeat", "mixed")
             else ""
         )
-        + (f", {args.payload_kb} KiB payloads" if args.workload == "payload" else "")
+        + (f", {args.payload_kb} KiB payloads" if args.workload in ("payload", "records") else "")
     )
     headers = [
         "worker",

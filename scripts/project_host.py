@@ -5,10 +5,14 @@
         ─▶ per activity: w its own CPU, c each child's overhead beyond w, p the parent's
            CPU, s the server's, f the workflow worker's
         ─▶ one parent drives at most 1/p activities/s; (w + c) / p child cores saturate it
+        ─▶ g: each child's idle time per task (the round trip lookahead does not hide),
+           read off the 1-process run: g = w / E1 - w - c
         ─▶ efficiency (activity CPU / (wall x processes)) at N processes, two cases:
-             dedicated cores   E = w/(w+c) x min(1, (w+c) / (N p))
-             C shared cores    wall >= max(n (w+c+p+s+f) / C, n (w+c) / N, n p)
-        ─▶ the shared case checked against what 1 and 2 processes measured here
+             dedicated cores   E = w/(w+c+g) x min(1, (w+c+g) / (N p))
+             C shared cores    wall >= max((w+c+p+s+f) / C, (w+c+g) / N, p) per activity
+           and activities/s at N processes: min(N / (w+c+g), 1/p)
+        ─▶ the shared case checked against what 2 processes measured here (g comes
+           from the 1-process run, so that one agrees by construction)
 
 Assumptions of the projection (the dedicated case): each child has a core of its own;
 the parent's asyncio loop is one core and nothing else runs on it; the server and the
@@ -59,19 +63,35 @@ def saturating_cores(w: float, c: float, p: float) -> float:
     return (w + c) / p
 
 
-def efficiency(processes: int, w: float, c: float, p: float) -> float:
-    """Expected efficiency at ``processes`` children, each on a core of its own."""
-    return min(1.0, saturating_cores(w, c, p) / processes) * w / (w + c) if w > 0 else 0.0
+def efficiency(processes: int, w: float, c: float, p: float, g: float = 0.0) -> float:
+    """Expected efficiency at ``processes`` children, each on a core of its own; a child
+    spends w + c + g per task (g idle)."""
+    per_task = w + c + g
+    return min(1.0, per_task / p / processes) * w / per_task if w > 0 else 0.0
 
 
-def shared_efficiency(run: PerActivity, cores: int) -> float:
+def rate(processes: int, w: float, c: float, p: float, g: float = 0.0) -> float:
+    """Activities/s at ``processes`` children: the children's pace or the parent's."""
+    return min(processes / (w + c + g), 1.0 / p)
+
+
+def idle_gap(one_process: PerActivity) -> float:
+    """A child's idle time per task, from a 1-process run that the shared cores did not
+    bound (its wall per task is then w + c + g)."""
+    r = one_process
+    if r.measured_efficiency <= 0:
+        return 0.0
+    return max(0.0, r.w / r.measured_efficiency - r.w - r.c)
+
+
+def shared_efficiency(run: PerActivity, cores: int, g: float = 0.0) -> float:
     """Expected efficiency when the children, the parent, the server and the workflow
-    worker share ``cores`` cores (this machine): the wall is bounded by the total CPU
-    over the cores, by each child's share of the work, and by the parent's one core."""
-    n = 1.0  # per activity: the bounds scale alike
+    worker share ``cores`` cores (this machine): the wall per activity is bounded by the
+    total CPU over the cores, by each child's share of the tasks, and by the parent's
+    one core."""
     total = run.w + run.c + run.p + run.s + run.f
-    wall = max(n * total / cores, n * (run.w + run.c) / run.processes, n * run.p)
-    return n * run.w / (wall * run.processes) if wall > 0 else 0.0
+    wall = max(total / cores, (run.w + run.c + g) / run.processes, run.p)
+    return run.w / (wall * run.processes) if wall > 0 else 0.0
 
 
 def from_result(result: dict[str, Any], workload: str, processes: int) -> PerActivity:
@@ -97,8 +117,8 @@ def load(path: str) -> list[PerActivity]:
     workload = params["workload"]
     if workload == "cpu":
         workload = f"cpu {params['work_ms']:g} ms"
-    elif workload == "payload":
-        workload = f"payload {params['payload_kb']} KiB"
+    elif workload in ("payload", "records"):
+        workload = f"{workload} {params['payload_kb']} KiB"
     return [
         from_result(r, workload, int(params["processes"]))
         for r in data["results"]
@@ -111,20 +131,24 @@ def _ms(seconds: float) -> str:
 
 
 def report(runs: list[PerActivity], cores: int) -> str:
+    gaps = {r.workload: idle_gap(r) for r in runs if r.processes == 1}
     lines = [
         f"measured (CPU ms per activity) and the model on this machine's {cores} shared cores:",
-        "workload | processes | w | c | p | s | f | parent max act/s | child cores "
+        "workload | processes | w | c | g | p | s | f | parent max act/s | child cores "
         "saturating one parent | efficiency measured | model (shared cores)",
     ]
     for r in runs:
+        g = gaps.get(r.workload, 0.0)
         lines.append(
-            f"{r.workload} | {r.processes} | {_ms(r.w)} | {_ms(r.c)} | {_ms(r.p)} | {_ms(r.s)} "
-            f"| {_ms(r.f)} | {parent_rate(r.p):.0f} | {saturating_cores(r.w, r.c, r.p):.1f} "
-            f"| {r.measured_efficiency:.1%} | {shared_efficiency(r, cores):.1%}"
+            f"{r.workload} | {r.processes} | {_ms(r.w)} | {_ms(r.c)} | {_ms(g)} | {_ms(r.p)} "
+            f"| {_ms(r.s)} | {_ms(r.f)} | {parent_rate(r.p):.0f} "
+            f"| {saturating_cores(r.w, r.c + g, r.p):.1f} "
+            f"| {r.measured_efficiency:.1%} | {shared_efficiency(r, cores, g):.1%}"
         )
     lines += [
         "",
-        "projection, each child on a core of its own, the server and workflows elsewhere:",
+        "projection, each child on a core of its own, the server and workflows elsewhere "
+        "(efficiency, activities/s):",
         "workload | " + " | ".join(f"{n} processes" for n in PROJECTED),
     ]
     seen: set[str] = set()
@@ -132,7 +156,11 @@ def report(runs: list[PerActivity], cores: int) -> str:
         if r.workload in seen:
             continue
         seen.add(r.workload)
-        cells = [f"{efficiency(n, r.w, r.c, r.p):.0%}" for n in PROJECTED]
+        g = gaps.get(r.workload, 0.0)
+        cells = [
+            f"{efficiency(n, r.w, r.c, r.p, g):.0%}, {rate(n, r.w, r.c, r.p, g):.0f}/s"
+            for n in PROJECTED
+        ]
         lines.append(f"{r.workload} | " + " | ".join(cells))
     return "\n".join(lines)
 

@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     if not _inside(args.venv):
         ensure_venv(args.venv)
         reexec_in(args.venv, argv)
-    from pool._devserver import DevServer
+    from pool.testing import DevServer
 
     modes = ["stock", "pool"] if args.compare else ["stock"] if args.stock else ["pool"]
     with tempfile.TemporaryDirectory(prefix="sdk-python-") as tmp:

@@ -92,7 +92,37 @@ def lt_payload(data: str) -> dict[str, Any]:
     return _done(start, data=echo)
 
 
-SYNC_ACTIVITIES = [lt_noop, lt_cpu, lt_heartbeat, lt_payload]
+@dataclass
+class Record:
+    """One row of the records workload: typed, as real activity payloads are."""
+
+    id: int
+    name: str
+    value: float
+    tags: list[str]
+
+
+# One Record is ~70 bytes of JSON.
+_RECORD_BYTES = 70
+
+
+def make_records(kib: int) -> list[dict[str, Any]]:
+    """About ``kib`` KiB of JSON as rows (plain dicts: the workflow's side)."""
+    count = max(1, kib * 1024 // _RECORD_BYTES)
+    return [
+        {"id": i, "name": f"item-{i}", "value": i * 0.5, "tags": ["a", "b"]} for i in range(count)
+    ]
+
+
+@activity.defn(name="lt_records")
+def lt_records(rows: list[Record]) -> dict[str, Any]:
+    """Takes ~N KiB of typed rows (decoded into dataclasses by the payload converter)
+    and returns as many (encoded back): the conversion is the heavy part."""
+    start = time.thread_time()
+    return _done(start, data=rows[::-1])
+
+
+SYNC_ACTIVITIES = [lt_noop, lt_cpu, lt_heartbeat, lt_payload, lt_records]
 
 
 # -- async activities (stock-async): the same bodies, run on the event loop ------------
@@ -126,7 +156,20 @@ async def lt_payload_async(data: str) -> dict[str, Any]:
     return _done(start, data=data[::-1])
 
 
-ASYNC_ACTIVITIES = [lt_noop_async, lt_cpu_async, lt_heartbeat_async, lt_payload_async]
+@activity.defn(name="lt_records")
+async def lt_records_async(rows: list[Record]) -> dict[str, Any]:
+    start = time.thread_time()
+    await asyncio.sleep(0)
+    return _done(start, data=rows[::-1])
+
+
+ASYNC_ACTIVITIES = [
+    lt_noop_async,
+    lt_cpu_async,
+    lt_heartbeat_async,
+    lt_payload_async,
+    lt_records_async,
+]
 
 
 # -- the workflow ----------------------------------------------------------------------
@@ -165,6 +208,8 @@ class LoadWorkflow:
         async def one(name: str, arg: Any) -> dict[str, Any]:
             if name == "lt_payload":
                 arg = "p" * (int(arg) * 1024)  # KiB -> the argument itself
+            elif name == "lt_records":
+                arg = make_records(int(arg))
             try:
                 result: dict[str, Any] = await workflow.execute_activity(
                     name,

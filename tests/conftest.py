@@ -13,7 +13,7 @@ import psutil
 import pytest
 import temporalio.client
 
-from pool._devserver import DevServer
+from pool.testing import DevServer
 
 # A test's children get this long to exit after the test returns: enough for a pool to
 # finish SIGTERM -> join, short enough that a real leak fails quickly.

@@ -16,7 +16,7 @@ import pytest
 import temporalio.client
 
 import pool
-from pool._devserver import DevServer
+from pool.testing import DevServer
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _fault_activities as F
 from tests.pool.test_launcher import _env, _Launched

@@ -13,7 +13,7 @@ import temporalio.client
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest, WorkflowServiceStub
 
-from pool._devserver import DevServer, DevServerError, find_temporal_binary, free_port
+from pool.testing import DevServer, DevServerError, find_temporal_binary, free_port
 
 
 def _gone(pid: int) -> bool:

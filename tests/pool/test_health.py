@@ -13,9 +13,9 @@ from typing import Any
 import temporalio.client
 
 import pool
-from pool._devserver import DevServer, free_port
 from pool._health import HealthServer
 from pool._metrics import PoolMetrics
+from pool.testing import DevServer, free_port
 from tests.helpers import async_assert_eventually
 from tests.pool import _activities as A
 

@@ -30,7 +30,7 @@ from temporalio.worker import (
 )
 
 import pool
-from pool._devserver import DevServer, free_port
+from pool.testing import DevServer, free_port
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _icpt_activities as I
 

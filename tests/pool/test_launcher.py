@@ -24,20 +24,20 @@ import temporalio.client
 import temporalio.service
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest, WorkflowServiceStub
 
-from pool._devserver import DevServer, free_port
-from pool._launcher import (
+from pool.cli.arg_types import parse_size
+from pool.cli.args import build_parser
+from pool.cli.connection import resolve_connection
+from pool.cli.discovery import discover
+from pool.cli.errors import (
     EXIT_CONFIG,
     EXIT_CONNECT,
     EXIT_NAMESPACE,
     EXIT_OK,
     EXIT_USAGE,
     LaunchError,
-    _pool_config,
-    build_parser,
-    discover,
-    parse_size,
-    resolve_connection,
 )
+from pool.cli.run import pool_config
+from pool.testing import DevServer, free_port
 from tests.helpers import assert_eventually, async_assert_eventually
 from tests.pool.launcher_app import LingerWorkflow, ShoutWorkflow
 
@@ -303,7 +303,7 @@ def test_crash_loop_flags_reach_the_pool_config() -> None:
     args = build_parser().parse_args(
         ["run", APP, "-q", "q", "--crash-loop-max-deaths", "3", "--crash-loop-window", "7.5"]
     )
-    config = _pool_config(args)
+    config = pool_config(args)
     assert (config.crash_loop_max_deaths, config.seconds("crash_loop_window")) == (3, 7.5)
 
 

@@ -9,7 +9,7 @@ import uuid
 from prometheus_client.parser import text_string_to_metric_families
 
 import pool
-from pool._devserver import free_port
+from pool.testing import free_port
 from tests.helpers import async_assert_eventually
 from tests.pool import _activities as A
 from tests.pool import _bad_activities as B

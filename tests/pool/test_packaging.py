@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pool._devserver import DevServer
+from pool.testing import DevServer
 
 DIST = "temporal-process-pool"
 BIN = Path(sys.executable).parent

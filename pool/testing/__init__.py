@@ -1,0 +1,13 @@
+"""Test helpers: an embedded Temporal dev server (devserver.py) and free-port helpers.
+
+    DevServer.start() ─▶ `temporal server start-dev` as a child process, ready to connect
+    free_port / port_in_use ─▶ ports for a server or a metrics endpoint
+
+Used by the test suite, the scripts, and by `python -m pool demo` / `python -m pool server`.
+"""
+
+from __future__ import annotations
+
+from .devserver import DevServer, DevServerError, find_temporal_binary, free_port, port_in_use
+
+__all__ = ["DevServer", "DevServerError", "find_temporal_binary", "free_port", "port_in_use"]
