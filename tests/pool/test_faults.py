@@ -65,7 +65,12 @@ def _gone(pid: int) -> bool:
 def _wait_dead_without_the_loop(pids: list[int]) -> None:
     """Block until every pid has exited, on pidfds: the loop does not run meanwhile, so
     the pool has not seen the deaths yet (its sentinel callbacks are still pending)."""
-    fds = [os.pidfd_open(pid) for pid in pids]
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:  # already exited and reaped (by the fork server)
+            continue
     try:
         deadline = time.monotonic() + 10
         pending = list(fds)
