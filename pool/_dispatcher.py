@@ -54,11 +54,11 @@ from runner import RunTask, TaskDone
 from ._codec import EncodedArgs, codec_decoded, decode_child_failure, encode_payloads
 from ._errors import ChildProcessDied
 from ._interceptors import Innermost, Outbound, build_chain
-from ._sdk_metrics import ActivityMetrics
 from .activity.heartbeats import HeartbeatManager, throttle_interval
 from .activity.service import ActivityService, describe_rpc_error
 from .activity.slots import Slots
 from .activity.threads import ThreadCancelRaiser, run_in_thread
+from .observe.sdk_metrics import ActivityMetrics
 from .supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 
 __all__ = ["DispatchSettings", "Dispatcher", "RunningTask", "cancel_outcome"]
