@@ -27,8 +27,8 @@ from ._errors import (
     SharedStateLostError,
     WorkerConfigError,
 )
-from ._metrics import PoolMetrics, serve_metrics
 from ._worker import Worker, WorkerSnapshot
+from .observe import PoolMetrics, serve_metrics
 from .supervisor import (
     ChildKilled,
     ChildMemoryExceeded,

@@ -46,16 +46,19 @@ from temporalio.api.workflowservice.v1 import (
     RespondActivityTaskFailedRequest,
 )
 
-from runner import RunTask, TaskDone, _context, _metrics, _trace
+import runner.context
+import runner.metrics
+import runner.trace
+from runner import RunTask, TaskDone
 
 from ._codec import EncodedArgs, codec_decoded, decode_child_failure, encode_payloads
 from ._errors import ChildProcessDied
 from ._interceptors import Innermost, Outbound, build_chain
-from ._sdk_metrics import ActivityMetrics
 from .activity.heartbeats import HeartbeatManager, throttle_interval
 from .activity.service import ActivityService, describe_rpc_error
 from .activity.slots import Slots
 from .activity.threads import ThreadCancelRaiser, run_in_thread
+from .observe.sdk_metrics import ActivityMetrics
 from .supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 
 __all__ = ["DispatchSettings", "Dispatcher", "RunningTask", "cancel_outcome"]
@@ -141,7 +144,7 @@ def _log_context(task: _Task) -> dict[str, Any]:
     """``extra`` for log records about a task: the keys temporalio's activity logger uses,
     plus the child pid when a child runs it."""
     if task.info is not None:
-        fields = _context.log_fields(task.info)
+        fields = runner.context.log_fields(task.info)
     else:
         fields = {"activity_type": task.activity_type}
     return {"temporal_activity": fields, "child_pid": task.pid}
@@ -383,7 +386,7 @@ class Dispatcher:
                 task.heartbeat_error = err
                 self.cancel(task.token, Details(), "its heartbeat details could not be decoded")
                 return
-            with _context.activated(task.context):
+            with runner.context.activated(task.context):
                 innermost.heartbeat(*details)
             return
         task.last_heartbeat = payloads
@@ -707,7 +710,7 @@ class Dispatcher:
         info = task.info
         assert info is not None
         task.thread_cancelled = threading.Event()
-        task.holder = _context.new_cancellation_holder()
+        task.holder = runner.context.new_cancellation_holder()
         if task.cancel is not None:
             task.holder.details = task.cancel
             task.thread_cancelled.set()
@@ -721,7 +724,7 @@ class Dispatcher:
                 task.thread_raiser.request()
         # The context lives in this handler task: the chain's task copies it, and the
         # outcome's log lines below carry the activity's fields, as stock's do.
-        _context.enter_activity_context(
+        runner.context.enter_activity_context(
             info=info,
             heartbeat=lambda *details: self.parent_heartbeat(task, details),
             cancelled_event=task.thread_cancelled,
@@ -734,7 +737,7 @@ class Dispatcher:
             metric_meter=self._metric_meter,
             client=self.client if task.kind == "async" else None,
         )
-        task.context = _context.current_context()
+        task.context = runner.context.current_context()
         innermost = Innermost(lambda input: self._run_kind(task, input, dc))
         task.innermost = innermost
         chain = build_chain(self._interceptors, innermost)
@@ -761,7 +764,7 @@ class Dispatcher:
                 if not task.async_task.cancelled():
                     raise  # we ourselves were cancelled
                 raise temporalio.exceptions.CancelledError("Cancelled") from None
-        except _context.CompleteAsyncError:
+        except runner.context.CompleteAsyncError:
             temporalio.activity.logger.debug("Completing asynchronously")
             return _Outcome("none", label="complete_async")
         except BaseException as err:
@@ -811,7 +814,7 @@ class Dispatcher:
                 args=tuple(args),
                 info=task.info,
                 heartbeat_interval=task.throttle,
-                trace_context=_trace.current_carrier(),
+                trace_context=runner.trace.current_carrier(),
                 encoded_args=encoded,
                 encoded_heartbeat=task.encoded_heartbeat,
                 encode_result=task.encode_result,
@@ -860,7 +863,7 @@ class Dispatcher:
     ) -> Any:
         """The child's answer as the activity's return value or raised error."""
         if done.metrics and self._metric_meter is not None:
-            _metrics.replay(self._metric_meter, done.metrics, self._child_instruments)
+            runner.metrics.replay(self._metric_meter, done.metrics, self._child_instruments)
         if done.last_heartbeat is not None:
             self._child_details(task, Payloads.FromString(done.last_heartbeat), record=False)
         if done.heartbeat_error is not None:
@@ -869,7 +872,7 @@ class Dispatcher:
         if done.outcome == "completed":
             return _EncodedResult(done.result) if done.result is not None else done.value
         if done.outcome == "complete_async":
-            raise _context.CompleteAsyncError()
+            raise runner.context.CompleteAsyncError()
         raise decode_child_failure(done.failure or b"", dc)
 
     async def _run_in_thread(
@@ -894,7 +897,7 @@ class Dispatcher:
             "cancelled_event": task.thread_cancelled,
             "worker_shutdown_event": self._shutdown_thread_event,
             "shield": task.thread_raiser.shielded if task.thread_raiser else None,
-            "payload_converter": _context.current_context().payload_converter,
+            "payload_converter": runner.context.current_context().payload_converter,
             "cancellation_details": task.holder,
             "metric_meter": self._metric_meter,
         }

@@ -23,7 +23,7 @@ import temporalio.activity
 import temporalio.client
 import temporalio.worker
 
-from runner import _context
+import runner.context
 
 __all__ = ["Innermost", "Outbound", "activity_interceptors", "build_chain"]
 
@@ -57,7 +57,7 @@ class Innermost(temporalio.worker.ActivityInboundInterceptor):
     def init(self, outbound: temporalio.worker.ActivityOutboundInterceptor) -> None:
         # As stock: set the callables on the current context rather than replacing
         # it, in case an interceptor kept a reference to it.
-        _context.route_context_callables(outbound.info, outbound.heartbeat)
+        runner.context.route_context_callables(outbound.info, outbound.heartbeat)
         self.heartbeat = outbound.heartbeat
         self.intercepted = not isinstance(outbound, Outbound)
 

@@ -50,7 +50,8 @@ import temporalio.worker
 import temporalio.worker._activity
 from temporalio.worker import SharedHeartbeatSender
 
-from runner import RunTask, TaskDone, _context
+import runner.context
+from runner import RunTask, TaskDone
 
 from ._codec import decode_child_failure
 from ._errors import ChildProcessDied
@@ -299,7 +300,7 @@ class LocalActivityExecutor(concurrent.futures.Executor):
         if done.outcome == "completed":
             return done.value
         if done.outcome == "complete_async":
-            raise _context.CompleteAsyncError()
+            raise runner.context.CompleteAsyncError()
         raise self._rebuild(run.info, done.failure or b"")
 
     def _rebuild(self, info: temporalio.activity.Info, data: bytes) -> BaseException:

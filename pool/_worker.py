@@ -59,7 +59,6 @@ from ._errors import PoolError, SharedStateLostError, WorkerConfigError
 from ._forks import check_create, check_use
 from ._interceptors import activity_interceptors
 from ._local import LocalActivityExecutor
-from ._sdk_metrics import ActivityMetrics, RequestMetrics
 from .activity.poller import Poller, PollSettings
 from .activity.service import ActivityService, describe_rpc_error
 from .activity.slots import (
@@ -70,6 +69,7 @@ from .activity.slots import (
     ResourceTargets,
     Slots,
 )
+from .observe.sdk_metrics import ActivityMetrics, RequestMetrics
 from .supervisor import PoolSnapshot, ProcessPool
 
 __all__ = ["Worker"]

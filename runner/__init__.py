@@ -1,11 +1,22 @@
-"""Code that runs inside the pool's child processes.
+"""Code that runs inside the pool's child processes, and the protocol both sides speak.
 
-Imported by the parent only for the message types and the child's entry point.
-``runner`` may import ``shared_state``; it never imports ``pool``.
+Public modules, imported by the parent too:
+
+    runner.messages   what crosses the task pipe (RunTask, TaskDone, ...) and its wire form
+    runner.frames     the pipe's framing (FrameReader, send_frame)
+    runner.context    the glue to temporalio's activity context (entered in the child, and
+                      in the parent for thread and async activities)
+    runner.metrics    activity.metric_meter() buffered in the child, replayed by the parent
+    runner.trace      the OpenTelemetry context across the process hop
+
+Private, the child's own: ``_child`` (its loop, shipper and log handler), ``_native``
+(native thread pools), ``_forkserver`` (the fork server's first preload module, named
+to the parent as ``FORKSERVER_PRELOAD``). ``runner`` may import ``shared_state``; it never
+imports ``pool``.
 """
 
 from ._child import EXIT_BROKEN, EXIT_PARENT_GONE, child_main
-from ._messages import (
+from .messages import (
     ActivitySpec,
     CancelTask,
     ChildBroken,
@@ -24,6 +35,8 @@ from ._messages import (
     task_from_wire,
     task_to_wire,
 )
+
+FORKSERVER_PRELOAD = "runner._forkserver"
 
 __all__ = [
     # exit codes
@@ -48,5 +61,6 @@ __all__ = [
     "task_from_wire",
     "task_to_wire",
     # entry point
+    "FORKSERVER_PRELOAD",
     "child_main",
 ]

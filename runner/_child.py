@@ -39,9 +39,12 @@ import temporalio.api.failure.v1
 import temporalio.converter
 import temporalio.exceptions
 
-from . import _context, _metrics, _native, _trace
-from ._frames import FrameReader, send_frame
-from ._messages import (
+from . import _native
+from . import context as _context
+from . import metrics as _metrics
+from . import trace as _trace
+from .frames import FrameReader, send_frame
+from .messages import (
     ActivitySpec,
     CancelTask,
     ChildBroken,

@@ -28,7 +28,7 @@ from temporalio.api.workflowservice.v1 import (
 )
 
 from .._errors import PoolError
-from .._sdk_metrics import ActivityMetrics
+from ..observe.sdk_metrics import ActivityMetrics
 from ..supervisor import ProcessPool
 from .service import POLL_DEADLINE, ActivityService, poll_with_retry
 from .slots import RateLimiter, Slots

@@ -12,7 +12,7 @@ from typing import Any
 
 import temporalio.exceptions
 
-from runner import _context
+import runner.context
 
 __all__ = ["ThreadCancelRaiser", "run_in_thread"]
 
@@ -76,7 +76,7 @@ def run_in_thread(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
 ) -> Any:
-    token = _context.enter_activity_context(**context_kwargs)
+    token = runner.context.enter_activity_context(**context_kwargs)
     try:
         if raiser is None:
             return fn(*args)
@@ -86,4 +86,4 @@ def run_in_thread(
         finally:
             raiser.unbind()
     finally:
-        _context.exit_activity_context(token)
+        runner.context.exit_activity_context(token)

@@ -96,7 +96,7 @@ def _current_directory_importable() -> None:
 def _configure_logging(args: argparse.Namespace) -> None:
     """One stderr handler: run's --log-level and --log-format, demo's --log-level, and
     warnings only for server."""
-    from .._logs import LINE_FORMAT, JsonFormatter
+    from .logs import LINE_FORMAT, JsonFormatter
 
     level = getattr(args, "log_level", "WARNING")
     log_format = getattr(args, "log_format", "text")

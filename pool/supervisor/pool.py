@@ -40,6 +40,7 @@ import multiprocess
 import psutil
 from multiprocess import get_context
 
+import runner
 from runner import (
     ActivitySpec,
     CancelTask,
@@ -57,7 +58,7 @@ from runner import (
     loads,
     task_to_wire,
 )
-from runner._frames import FrameReader, send_frame
+from runner.frames import FrameReader, send_frame
 
 from .._config import PoolConfig
 from .._errors import (
@@ -194,7 +195,7 @@ def preload_modules(activities: Mapping[str, ActivitySpec], extra: tuple[str, ..
     unguarded script would run its whole body in the fork server.
     """
     modules = [
-        "runner._forkserver",  # removes the fork server's socket when it exits
+        runner.FORKSERVER_PRELOAD,  # removes the fork server's socket when it exits
         "runner",
         "shared_state",
         "temporalio.activity",

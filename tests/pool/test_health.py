@@ -13,8 +13,8 @@ from typing import Any
 import temporalio.client
 
 import pool
-from pool._health import HealthServer
-from pool._metrics import PoolMetrics
+from pool.observe.health import HealthServer
+from pool.observe.prometheus import PoolMetrics
 from pool.testing import DevServer, free_port
 from tests.helpers import async_assert_eventually
 from tests.pool import _activities as A

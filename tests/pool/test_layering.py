@@ -1,8 +1,12 @@
-"""The CLI sits on top of the library: read pool/ with ast, never import it.
+"""The layers of the code, read with ast, never imported.
 
-pool/**/*.py ─▶ module name + every import in it (top level and inside functions,
-                relative ones resolved) ─▶ no module outside pool/cli imports pool.cli
-                                       ─▶ the imports among pool/cli's modules form no cycle
+{pool,runner,shared_state}/**/*.py ─▶ module name + every import in it (top level and
+    inside functions, relative ones resolved)
+    ─▶ no module outside pool/cli imports pool.cli (the CLI sits on top of the library)
+    ─▶ the library's modules import each other without a cycle
+    ─▶ pool imports only runner's public modules (the protocol and the context glue),
+       never a private one (the child's own)
+    ─▶ runner never imports pool
 """
 
 from __future__ import annotations
@@ -15,18 +19,23 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-POOL = Path(__file__).resolve().parents[2] / "pool"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("pool", "runner", "shared_state")
 CLI = "pool.cli"
 ENTRY_POINT = "pool.__main__"  # ``python -m pool``: the one library module that runs the CLI
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(POOL.parent).with_suffix("").parts
+    parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _modules() -> dict[str, Path]:
-    return {_module_name(path): path for path in sorted(POOL.rglob("*.py"))}
+    return {
+        _module_name(path): path
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
 
 
 def _imported(path: Path, module: str, known: set[str]) -> Iterator[str]:
@@ -100,14 +109,40 @@ def test_no_library_module_imports_the_cli() -> None:
     assert not offenders, "the library must not depend on pool.cli: " + "; ".join(offenders)
 
 
-def test_the_cli_modules_import_each_other_without_a_cycle() -> None:
-    graph = {
-        module: {target for target in targets if _in_cli(target)}
-        for module, targets in _import_graph().items()
-        if _in_cli(module)
+def test_the_library_modules_import_each_other_without_a_cycle() -> None:
+    graph = _import_graph()
+    ours = {
+        module: {target for target in targets if target in graph}
+        for module, targets in graph.items()
     }
-    cycle = _cycle(graph)
-    assert cycle is None, "import cycle in pool.cli: " + " -> ".join(cycle or [])
+    cycle = _cycle(ours)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def _private(module: str) -> bool:
+    return any(part.startswith("_") and part != "__main__" for part in module.split("."))
+
+
+def test_pool_imports_only_runners_public_modules() -> None:
+    offenders = sorted(
+        f"{module} imports {target}"
+        for module, targets in _import_graph().items()
+        if module.split(".")[0] == "pool"
+        for target in targets
+        if target.split(".")[0] == "runner" and _private(target)
+    )
+    assert not offenders, "runner's private modules are the child's own: " + "; ".join(offenders)
+
+
+def test_runner_never_imports_pool() -> None:
+    offenders = sorted(
+        f"{module} imports {target}"
+        for module, targets in _import_graph().items()
+        if module.split(".")[0] == "runner"
+        for target in targets
+        if target.split(".")[0] == "pool"
+    )
+    assert not offenders, "; ".join(offenders)
 
 
 def test_the_cycle_check_finds_a_cycle() -> None:

@@ -377,7 +377,7 @@ async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
 
     from pool.supervisor.pool import _Child
     from runner import ChildLog, dumps
-    from runner._frames import FrameReader, send_frame
+    from runner.frames import FrameReader, send_frame
 
     loop = asyncio.get_running_loop()
     errors: list[dict] = []

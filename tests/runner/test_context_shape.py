@@ -1,5 +1,5 @@
 """Fails loudly when a temporalio release changes the private activity context we
-set in children (runner/_context.py). Widen the pinned range only after this passes."""
+set in children (runner/context.py). Widen the pinned range only after this passes."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import temporalio.common
 import temporalio.converter
 from temporalio.testing import ActivityEnvironment
 
-from runner import _context
+from runner import context
 
 
 def test_context_has_the_fields_we_set():
-    shape = _context.context_shape()
-    missing = [name for name in _context.CONTEXT_FIELDS if name not in shape]
+    shape = context.context_shape()
+    missing = [name for name in context.CONTEXT_FIELDS if name not in shape]
     assert not missing, (
-        f"temporalio.activity._Context no longer has {missing}: runner/_context.py must be "
+        f"temporalio.activity._Context no longer has {missing}: runner/context.py must be "
         "updated for this temporalio release"
     )
     required = [
@@ -26,7 +26,7 @@ def test_context_has_the_fields_we_set():
         for f in dataclasses.fields(temporalio.activity._Context)
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
-    new = set(required) - set(_context.CONTEXT_FIELDS)
+    new = set(required) - set(context.CONTEXT_FIELDS)
     assert not new, f"temporalio.activity._Context gained required fields {new}"
 
 
@@ -35,10 +35,10 @@ def test_the_public_activity_api_reads_our_context():
 
     cancelled = threading.Event()
     shutdown = threading.Event()
-    holder = _context.new_cancellation_holder()
+    holder = context.new_cancellation_holder()
     beats: list[tuple] = []
     info = ActivityEnvironment.default_info()
-    token = _context.enter_activity_context(
+    token = context.enter_activity_context(
         info=info,
         heartbeat=lambda *d: beats.append(d),
         cancelled_event=cancelled,
@@ -60,7 +60,7 @@ def test_the_public_activity_api_reads_our_context():
         assert temporalio.activity.is_worker_shutdown()
         temporalio.activity.wait_for_cancelled_sync(0)
     finally:
-        _context.exit_activity_context(token)
+        context.exit_activity_context(token)
     assert not temporalio.activity.in_activity()
 
 
@@ -68,8 +68,8 @@ def test_complete_async_error_is_what_raise_complete_async_raises():
     try:
         temporalio.activity.raise_complete_async()
     except BaseException as err:
-        assert isinstance(err, _context.CompleteAsyncError)
-    assert inspect.isclass(_context.CompleteAsyncError)
+        assert isinstance(err, context.CompleteAsyncError)
+    assert inspect.isclass(context.CompleteAsyncError)
 
 
 def test_child_contexts_reuse_the_events_across_tasks():
@@ -77,11 +77,11 @@ def test_child_contexts_reuse_the_events_across_tasks():
 
     cancelled = threading.Event()
     shutdown = threading.Event()
-    contexts = _context.ChildContexts(cancelled, shutdown)
+    contexts = context.ChildContexts(cancelled, shutdown)
     converter = temporalio.converter.DataConverter.default.payload_converter
     for attempt in (1, 2):
         info = dataclasses.replace(ActivityEnvironment.default_info(), attempt=attempt)
-        holder = _context.new_cancellation_holder()
+        holder = context.new_cancellation_holder()
         token = contexts.enter(
             info=lambda info=info: info,
             heartbeat=lambda *d: None,
@@ -98,7 +98,7 @@ def test_child_contexts_reuse_the_events_across_tasks():
             assert temporalio.activity.is_cancelled()
             assert temporalio.activity.cancellation_details() is holder.details
         finally:
-            _context.exit_activity_context(token)
+            context.exit_activity_context(token)
         cancelled.clear()
     shutdown.set()
     token = contexts.enter(
@@ -106,9 +106,9 @@ def test_child_contexts_reuse_the_events_across_tasks():
         heartbeat=lambda *d: None,
         shield=None,
         payload_converter=converter,
-        cancellation_details=_context.new_cancellation_holder(),
+        cancellation_details=context.new_cancellation_holder(),
     )
     try:
         assert temporalio.activity.is_worker_shutdown()
     finally:
-        _context.exit_activity_context(token)
+        context.exit_activity_context(token)

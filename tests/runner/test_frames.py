@@ -1,4 +1,4 @@
-"""runner/_frames.py speaks the Connection's framing, in both directions."""
+"""runner/frames.py speaks the Connection's framing, in both directions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from multiprocess import Pipe
 
-from runner._frames import FrameReader, send_frame
+from runner.frames import FrameReader, send_frame
 
 # Around every size where the framing changes: joined header (< 16 KiB), one read
 # (64 KiB), filled in place (longer), and a few reads' worth of pipe buffer.

@@ -20,11 +20,11 @@ from runner import (
     PackedTask,
     RunTask,
     TaskDone,
-    _messages,
     done_from_wire,
     done_to_wire,
     dumps,
     loads,
+    messages,
     task_from_wire,
     task_to_wire,
 )
@@ -108,7 +108,7 @@ def test_info_has_the_fields_the_packing_knows():
     names = tuple(f.name for f in dataclasses.fields(temporalio.activity.Info))
     assert names == KNOWN_INFO_FIELDS, (
         "temporalio.activity.Info changed: review pack_info/unpack_info in "
-        "runner/_messages.py for this temporalio release, then update this list"
+        "runner/messages.py for this temporalio release, then update this list"
     )
     classes = (temporalio.activity.Info, temporalio.common.Priority, temporalio.common.RetryPolicy)
     for cls in classes:
@@ -159,7 +159,7 @@ def test_info_has_the_fields_the_packing_knows():
     ids=["full", "default", "unset", "odd-types", "list-value"],
 )
 def test_info_round_trips_every_field(info: temporalio.activity.Info):
-    _assert_same(_messages.unpack_info(_messages.pack_info(info)), info)
+    _assert_same(messages.unpack_info(messages.pack_info(info)), info)
     task = RunTask(
         task_id=9, activity_type="do_it", args=(1, "a"), info=info, heartbeat_interval=2.5
     )
@@ -188,7 +188,7 @@ def test_packed_info_is_plain_data():
             return all(plain(k) and plain(v) for k, v in value.items())
         return value is None or type(value) in (int, float, str, bytes, bool)
 
-    assert plain(_messages.pack_info(_full_info()))
+    assert plain(messages.pack_info(_full_info()))
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,7 @@ class RunTask:
     info: temporalio.activity.Info
     # Seconds between heartbeats shipped to the parent (the sdk-core throttle).
     heartbeat_interval: float
-    # The parent's OpenTelemetry context as headers (runner._trace), if any.
+    # The parent's OpenTelemetry context as headers (runner.trace), if any.
     trace_context: dict[str, str] | None = None
     # Set when the child converts: the arguments as serialised Payloads (the codec
     # already applied in reverse), decoded in the child with the activity's
@@ -232,7 +232,7 @@ class TaskDone:
     # Set when a heartbeat could not be converted: the activity is failed with it.
     heartbeat_error: bytes | None = None
     cpu_seconds: float = 0.0
-    # What the activity recorded through activity.metric_meter() (runner._metrics).
+    # What the activity recorded through activity.metric_meter() (runner.metrics).
     metrics: list[tuple[Any, ...]] | None = None
     # completed with ``RunTask.encode_result``: the value as serialised Payloads
     # (payload converter only; the parent applies the codec).

@@ -196,7 +196,7 @@ class ChildContexts:
     ) -> contextvars.Token[Any]:
         """Like :func:`enter_activity_context` with the child's events. ``info`` is
         what ``activity.info()`` calls (the child unpacks the Info on first use);
-        ``metric_meter`` is the child's buffered meter (runner._metrics)."""
+        ``metric_meter`` is the child's buffered meter (runner.metrics)."""
         self.observed.observed = False
         context = temporalio.activity._Context(
             info=info,
