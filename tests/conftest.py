@@ -1,14 +1,31 @@
 """Shared fixtures: one real Temporal dev server per session, a client, a task queue per
-test, and an autouse check that no test leaves a child process behind."""
+test, and an autouse check that no test leaves a child process behind.
+
+Every test is in one layer (``scripts/test -m unit`` runs the first alone, in seconds):
+
+    unit         marked so (module ``pytestmark`` or on the test): pure decisions; it may
+                 start no process (guarded: starting one fails the test) and use no server
+    integration  uses the ``dev_server`` fixture (marked here at collection), or marked so
+                 because it starts a Temporal server of its own
+    process      the rest, marked here: it starts child processes, a manager or a
+                 subprocess, and no Temporal server
+
+A test marked ``unit`` that uses the dev server is a collection error.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.process
+import os
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import multiprocess.process
 import psutil
 import pytest
 import temporalio.client
@@ -28,6 +45,43 @@ _LONG_LIVED_HELPERS = (
     "from multiprocess.resource_tracker import main",
     "from multiprocessing.resource_tracker import main",
 )
+
+LAYERS = ("unit", "process", "integration")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        uses_server = "dev_server" in getattr(item, "fixturenames", ())
+        marked = [m.name for m in item.iter_markers() if m.name in LAYERS]
+        layer = marked[0] if marked else ("integration" if uses_server else "process")
+        if uses_server and layer != "integration":
+            wrong.append(f"{item.nodeid} is marked {layer} but uses the dev server")
+        if not marked:
+            item.add_marker(layer)
+    if wrong:
+        raise pytest.UsageError("tests in the wrong layer:\n  " + "\n  ".join(wrong))
+
+
+def _no_process(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError(
+        "a test marked unit started a process: make it pure, or drop the unit mark (it is "
+        "then a process test)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", _no_process)
+        patch.setattr(multiprocess.process.BaseProcess, "start", _no_process)
+        patch.setattr(multiprocessing.process.BaseProcess, "start", _no_process)
+        patch.setattr(os, "fork", _no_process)
+        yield
+
 
 # Servers owned by session-scoped fixtures; their current pid is never a leak (a test may
 # restart one, which changes the pid).

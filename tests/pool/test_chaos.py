@@ -21,6 +21,8 @@ from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _fault_activities as F
 from tests.pool.test_launcher import _env, _Launched
 
+pytestmark = pytest.mark.integration
+
 ACTIVITIES = [F.crunch, F.start_sleeper]
 WORKFLOWS = [F.CrunchFanOut, F.RunOnce]
 # A high crash-loop limit: deaths of running children must not stop the worker. (Until

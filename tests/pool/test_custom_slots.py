@@ -197,6 +197,7 @@ def _context() -> ReserveContext:
     return ReserveContext.for_worker("q", "me", "b", None)
 
 
+@pytest.mark.unit
 async def test_a_blocked_reserve_is_cancelled_on_shutdown_and_a_late_permit_released():
     """A reserve that ignores its cancellation does not hold up the poll loop; the
     permit it still returns is released unused."""
@@ -235,6 +236,7 @@ async def test_a_blocked_reserve_is_cancelled_on_shutdown_and_a_late_permit_rele
     assert slots.used == 0
 
 
+@pytest.mark.unit
 async def test_a_reserve_that_honours_cancellation_hands_out_nothing():
     started, cancelled = asyncio.Event(), asyncio.Event()
 
@@ -300,6 +302,7 @@ async def test_blocking_supplier_does_not_hold_up_worker_shutdown(client, task_q
     assert worker.is_shutdown
 
 
+@pytest.mark.unit
 def test_reserve_context_carries_the_workers_version_as_sdk_core_does():
     deployment = WorkerDeploymentConfig(
         version=WorkerDeploymentVersion("orders", "v3"), use_worker_versioning=True

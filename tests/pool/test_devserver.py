@@ -15,6 +15,8 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest, WorkflowServ
 
 from pool.testing import DevServer, DevServerError, find_temporal_binary, free_port
 
+pytestmark = pytest.mark.integration
+
 
 def _gone(pid: int) -> bool:
     try:

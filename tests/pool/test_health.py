@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
 import temporalio.client
 
 import pool
@@ -91,6 +92,7 @@ async def test_healthz_fails_while_the_loop_is_blocked(client, task_queue) -> No
         server.shutdown()
 
 
+@pytest.mark.integration
 async def test_readyz_fails_while_polls_fail(task_queue) -> None:
     dev = DevServer()
     dev.start()

@@ -299,6 +299,7 @@ def test_bad_configuration_is_one_line_and_an_exit_code(
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
+@pytest.mark.unit
 def test_crash_loop_flags_reach_the_pool_config() -> None:
     args = build_parser().parse_args(
         ["run", APP, "-q", "q", "--crash-loop-max-deaths", "3", "--crash-loop-window", "7.5"]
@@ -400,6 +401,7 @@ def test_server_refuses_a_busy_port(dev_server: DevServer, tmp_path: Path) -> No
         ("64kb", 65536),
     ],
 )
+@pytest.mark.unit
 def test_parse_size(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 

@@ -94,6 +94,7 @@ def _activity_failure(error: WorkflowFailureError) -> BaseException | None:
     return cause.cause if isinstance(cause, ActivityError) else cause
 
 
+@pytest.mark.unit
 def test_temporalio_still_submits_the_call_the_adapter_reads():
     parameters = inspect.signature(temporalio.worker._activity._execute_sync_activity).parameters
     assert set(EXECUTE_PARAMETERS) <= set(parameters)

@@ -6,6 +6,8 @@ import pytest
 
 from pool.supervisor.lookahead import Lookahead
 
+pytestmark = pytest.mark.unit
+
 
 def _seasoned(runs: list[float], polls: list[float], enabled: bool = True) -> Lookahead:
     la = Lookahead(enabled)

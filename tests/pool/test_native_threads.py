@@ -69,6 +69,7 @@ async def test_cpu_affinity_pins_the_child_to_one_core(client, task_queue):
     assert seen["affinity"] == [allowed[0]]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad", [-1, "lots", 1.5])
 def test_a_bad_native_threads_value_is_rejected(bad):
     with pytest.raises(pool.WorkerConfigError, match="native_threads must be"):

@@ -35,6 +35,7 @@ def test_version_flag_prints_ours_and_temporalios() -> None:
     assert f"temporalio {importlib.metadata.version('temporalio')}" in done.stdout
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("package", ["pool", "runner", "shared_state"])
 def test_packages_are_typed(package: str) -> None:
     assert (importlib.resources.files(package) / "py.typed").is_file()
@@ -75,6 +76,7 @@ def test_the_wheel_is_typed_for_mypy(tmp_path: Path) -> None:
     assert "import-not-found" not in checked.stdout, checked.stdout
 
 
+@pytest.mark.unit
 def test_license_is_an_spdx_expression() -> None:
     metadata = importlib.metadata.metadata(DIST)
     assert metadata["License-Expression"] == "MIT"

@@ -161,6 +161,7 @@ def _encoded(values: list[Any], hints: list[type] | None = None) -> EncodedArgs:
     return EncodedArgs(Payloads(payloads=converter.to_payloads(values)), converter, hints)
 
 
+@pytest.mark.unit
 def test_encoded_args_decode_only_when_read() -> None:
     args = _encoded([{"name": "x", "size": 1}, 2], [P.Item, int])
     assert len(args) == 2 and not args.decoded  # the length needs no decoding
@@ -168,6 +169,7 @@ def test_encoded_args_decode_only_when_read() -> None:
     assert args.decoded and list(args) == [P.Item("x", 1), 2]
 
 
+@pytest.mark.unit
 def test_encoded_args_that_cannot_be_decoded_raise_the_parents_error() -> None:
     args = _encoded(["text"], [int])
     with pytest.raises(ApplicationError, match=r"^Failed decoding arguments: "):

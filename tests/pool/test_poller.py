@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
 from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
 
 import pool
@@ -60,6 +61,7 @@ def _poller(service: _Service, dispatched: list, slots: Slots) -> Poller:
     )
 
 
+@pytest.mark.unit
 async def test_a_task_answered_while_stopping_is_dispatched_not_dropped():
     service, dispatched, slots = _Service(), [], Slots(1)
     poller = _poller(service, dispatched, slots)
@@ -74,6 +76,7 @@ async def test_a_task_answered_while_stopping_is_dispatched_not_dropped():
     assert slots.used == 1  # the slot went with the task to the dispatcher
 
 
+@pytest.mark.unit
 async def test_stop_cancels_a_pending_poll_and_returns_its_slot():
     service, dispatched, slots = _Service(), [], Slots(1)
     poller = _poller(service, dispatched, slots)
@@ -86,6 +89,7 @@ async def test_stop_cancels_a_pending_poll_and_returns_its_slot():
     assert dispatched == [] and slots.used == 0
 
 
+@pytest.mark.unit
 async def test_empty_polls_poll_again_and_only_with_a_free_slot():
     service, dispatched, slots = _Service(), [], Slots(1)
     poller = _poller(service, dispatched, slots)
@@ -104,6 +108,7 @@ async def test_empty_polls_poll_again_and_only_with_a_free_slot():
         await run
 
 
+@pytest.mark.unit
 async def test_poller_scaler_moves_its_target_between_the_bounds() -> None:
     from pool.activity.poller import PollerScaler
 

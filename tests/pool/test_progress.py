@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from pool.cli.progress import ProgressBar
+
+pytestmark = pytest.mark.unit
 
 
 class _Terminal(io.StringIO):

@@ -70,6 +70,7 @@ def test_per_type_limit_must_name_a_registered_type(client, task_queue):
         )
 
 
+@pytest.mark.unit
 def test_resource_decision():
     targets = ResourceTargets(
         minimum=1, maximum=4, ramp_throttle=0.05, target_memory=0.8, target_cpu=0.9

@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+import pytest
 import temporalio.activity
 import temporalio.common
 import temporalio.converter
 from temporalio.testing import ActivityEnvironment
 
 from runner import context
+
+pytestmark = pytest.mark.unit
 
 
 def test_context_has_the_fields_we_set():

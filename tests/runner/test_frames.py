@@ -11,6 +11,8 @@ from multiprocess import Pipe
 
 from runner.frames import FrameReader, send_frame
 
+pytestmark = pytest.mark.unit
+
 # Around every size where the framing changes: joined header (< 16 KiB), one read
 # (64 KiB), filled in place (longer), and a few reads' worth of pipe buffer.
 SIZES = [0, 1, 3, 4, 5, 100, 16383, 16384, 65535, 65536, 65537, 300_000, 3_000_000]

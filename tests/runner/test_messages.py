@@ -29,6 +29,8 @@ from runner import (
     task_to_wire,
 )
 
+pytestmark = pytest.mark.unit
+
 # The Info fields of temporalio 1.35, with the types the packing expects.
 KNOWN_INFO_FIELDS = (
     "activity_id",

@@ -121,6 +121,7 @@ def test_loadtest_with_a_workflow_process_and_an_interceptor(
     assert "wf process CPU/act" in out
 
 
+@pytest.mark.integration
 def test_loadtest_starts_its_own_dev_server(tmp_path: Path) -> None:
     data, _ = run_script(
         "loadtest.py",

@@ -5,7 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from shared_state._hub import HeartbeatHub
+
+pytestmark = pytest.mark.unit
 
 
 def test_posting_many_times_for_one_token_keeps_only_the_newest() -> None:
