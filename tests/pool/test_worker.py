@@ -1,5 +1,6 @@
 """pool.Worker end to end against the real dev server: routing, conversion,
-failure shapes, slots, lifecycle."""
+failure shapes, slots, lifecycle. The tests that run activities in children take the
+``start_method`` fixture: each runs under ``forkserver`` and ``spawn`` from one body."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ SYNC_KINDS = {
     "lambda_triple": lambda n: n * 3,  # lambda
     "bound_scale": lambda n: n * 7,  # bound method of a picklable object
 }
+
+
+@pytest.fixture(params=["forkserver", "spawn"])
+def start_method(request: pytest.FixtureRequest) -> str:
+    """The core tests run their children both ways, from one body."""
+    return request.param
 
 
 async def _run_one(
@@ -60,13 +67,13 @@ def _all_activities():
     ]
 
 
-async def test_sync_kinds_run_in_children(client, task_queue):
+async def test_sync_kinds_run_in_children(client, task_queue, start_method):
     async with pool.Worker(
         client,
         task_queue=task_queue,
         activities=_all_activities(),
         workflows=[A.RunOne, A.FanOut],
-        processes=2,
+        pool_config=pool.PoolConfig(processes=2, start_method=start_method),
     ) as worker:
         children = set(worker.process_pool.pids)
         assert len(children) == 2
@@ -80,9 +87,13 @@ async def test_sync_kinds_run_in_children(client, task_queue):
             assert pids <= children, f"{name} ran outside the pool: {pids} vs {children}"
 
 
-async def test_type_hints_and_context_in_child(client, task_queue):
+async def test_type_hints_and_context_in_child(client, task_queue, start_method):
     async with pool.Worker(
-        client, task_queue=task_queue, activities=_all_activities(), workflows=[A.RunOne]
+        client,
+        task_queue=task_queue,
+        pool_config=pool.PoolConfig(start_method=start_method),
+        activities=_all_activities(),
+        workflows=[A.RunOne],
     ) as worker:
         point = await _run_one(client, task_queue, "add_points", {"x": 1, "y": 2}, {"x": 3, "y": 4})
         assert point == {"x": 4, "y": 6}  # decoded into Point in the child, re-encoded
@@ -116,9 +127,13 @@ async def test_thread_executor_runs_sync_activities_in_threads(client, task_queu
             assert (value, pid) == (81, os.getpid())
 
 
-async def test_local_activity_runs_in_a_child(client, task_queue):
+async def test_local_activity_runs_in_a_child(client, task_queue, start_method):
     async with pool.Worker(
-        client, task_queue=task_queue, activities=_all_activities(), workflows=[A.RunOne]
+        client,
+        task_queue=task_queue,
+        pool_config=pool.PoolConfig(start_method=start_method),
+        activities=_all_activities(),
+        workflows=[A.RunOne],
     ) as worker:
         value, pid = await _run_one(client, task_queue, "pid_and_square", 4, local=True)
         assert value == 16 and pid in worker.process_pool.pids
@@ -162,9 +177,13 @@ async def test_stock_process_pool_executor_taken_as_size(client, task_queue, cap
         executor.shutdown()
 
 
-async def test_application_error_fields_reach_the_workflow(client, task_queue):
+async def test_application_error_fields_reach_the_workflow(client, task_queue, start_method):
     async with pool.Worker(
-        client, task_queue=task_queue, activities=_all_activities(), workflows=[A.RunOne]
+        client,
+        task_queue=task_queue,
+        pool_config=pool.PoolConfig(start_method=start_method),
+        activities=_all_activities(),
+        workflows=[A.RunOne],
     ):
         cause = await _failure_of(client, task_queue, "fail_application", "app")
         assert isinstance(cause, ApplicationError)
@@ -172,9 +191,13 @@ async def test_application_error_fields_reach_the_workflow(client, task_queue):
         assert list(cause.details) == [{"why": "test"}]
 
 
-async def test_plain_exception_is_retryable_named_after_its_class(client, task_queue):
+async def test_plain_exception_is_retryable_named_after_its_class(client, task_queue, start_method):
     async with pool.Worker(
-        client, task_queue=task_queue, activities=_all_activities(), workflows=[A.RunOne]
+        client,
+        task_queue=task_queue,
+        pool_config=pool.PoolConfig(start_method=start_method),
+        activities=_all_activities(),
+        workflows=[A.RunOne],
     ):
         cause = await _failure_of(client, task_queue, "fail_application", "plain")
         assert isinstance(cause, ApplicationError)
@@ -184,9 +207,13 @@ async def test_plain_exception_is_retryable_named_after_its_class(client, task_q
         assert "fail_application" in (cause.failure.stack_trace if cause.failure else "")
 
 
-async def test_unknown_activity_type_lists_registered_names(client, task_queue):
+async def test_unknown_activity_type_lists_registered_names(client, task_queue, start_method):
     async with pool.Worker(
-        client, task_queue=task_queue, activities=[A.pid_and_square], workflows=[A.RunOne]
+        client,
+        task_queue=task_queue,
+        pool_config=pool.PoolConfig(start_method=start_method),
+        activities=[A.pid_and_square],
+        workflows=[A.RunOne],
     ):
         cause = await _failure_of(client, task_queue, "no_such_activity")
         assert isinstance(cause, ApplicationError)
@@ -195,9 +222,13 @@ async def test_unknown_activity_type_lists_registered_names(client, task_queue):
         assert not cause.non_retryable
 
 
-async def test_undecodable_arguments_fail_clearly(client, task_queue):
+async def test_undecodable_arguments_fail_clearly(client, task_queue, start_method):
     async with pool.Worker(
-        client, task_queue=task_queue, activities=[A.add_points], workflows=[A.RunOne]
+        client,
+        task_queue=task_queue,
+        pool_config=pool.PoolConfig(start_method=start_method),
+        activities=[A.add_points],
+        workflows=[A.RunOne],
     ):
         cause = await _failure_of(client, task_queue, "add_points", "not a point", 3)
         assert isinstance(cause, ApplicationError)
@@ -214,7 +245,7 @@ def _max_concurrency(path: Path) -> int:
 
 @pytest.mark.parametrize(("processes", "slots"), [(3, 2), (2, None)])
 async def test_never_more_tasks_started_than_slots_or_children(
-    client, task_queue, tmp_path, processes, slots
+    client, task_queue, tmp_path, processes, slots, start_method
 ):
     log = tmp_path / "concurrency.log"
     async with pool.Worker(
@@ -222,7 +253,7 @@ async def test_never_more_tasks_started_than_slots_or_children(
         task_queue=task_queue,
         activities=[A.record_concurrency],
         workflows=[A.RunOne],
-        processes=processes,
+        pool_config=pool.PoolConfig(processes=processes, start_method=start_method),
         max_concurrent_activities=slots,
     ):
         handles = [
@@ -239,13 +270,15 @@ async def test_never_more_tasks_started_than_slots_or_children(
     assert _max_concurrency(log) == limit
 
 
-async def test_shutdown_reports_in_flight_results_and_leaves_no_child(client, task_queue):
+async def test_shutdown_reports_in_flight_results_and_leaves_no_child(
+    client, task_queue, start_method
+):
     worker = pool.Worker(
         client,
         task_queue=task_queue,
         activities=[A.sleep_then_return],
         workflows=[A.RunOne],
-        processes=2,
+        pool_config=pool.PoolConfig(processes=2, start_method=start_method),
         graceful_shutdown_timeout=__import__("datetime").timedelta(seconds=20),
     )
     run = asyncio.create_task(worker.run())
@@ -333,10 +366,16 @@ async def test_replacing_the_client_moves_the_worker(client, dev_server, task_qu
         assert value == 144
 
 
-async def test_child_log_records_reach_the_parent_with_context(client, task_queue, caplog):
+async def test_child_log_records_reach_the_parent_with_context(
+    client, task_queue, caplog, start_method
+):
     caplog.set_level(logging.INFO)
     async with pool.Worker(
-        client, task_queue=task_queue, activities=[A.describe_info], workflows=[A.RunOne]
+        client,
+        task_queue=task_queue,
+        pool_config=pool.PoolConfig(start_method=start_method),
+        activities=[A.describe_info],
+        workflows=[A.RunOne],
     ):
         info = await _run_one(client, task_queue, "describe_info")
 
