@@ -11,6 +11,10 @@ Per task token (activity-protocol.md §3):
 * ``cancel_requested`` / ``activity_paused`` / ``activity_reset`` -> one cancel,
   priority cancel > reset > pause; ``NOT_FOUND`` -> cancel as not-found and no
   completion RPC later; any other error is logged and the activity runs on.
+
+The clock and the sleep are injected (``time.monotonic`` and ``asyncio.sleep`` by
+default), so the throttling is tested without waiting (tests/pool/activity/
+test_heartbeats_unit.py).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -65,10 +69,14 @@ class HeartbeatManager:
         *,
         on_cancel: CancelCallback,
         on_sent: Callable[[bytes], None],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self._service = service
         self._on_cancel = on_cancel
         self._on_sent = on_sent
+        self._clock = clock
+        self._sleep = sleep
         self._beats: dict[bytes, _Beat] = {}
         self.rpcs = 0
         self.errors = 0
@@ -110,7 +118,7 @@ class HeartbeatManager:
         loop = asyncio.get_running_loop()
         while True:
             details, beat.pending = beat.pending, None
-            requested = time.monotonic()
+            requested = self._clock()
             if details is not None:
                 beat.in_rpc = loop.create_future()
                 try:
@@ -118,9 +126,9 @@ class HeartbeatManager:
                 finally:
                     beat.in_rpc.set_result(None)
                     beat.in_rpc = None
-            wait = beat.throttle - (time.monotonic() - requested)
+            wait = beat.throttle - (self._clock() - requested)
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
             if beat.pending is None:
                 if self._beats.get(beat.token) is beat:
                     del self._beats[beat.token]
