@@ -9,7 +9,6 @@ They run before any import of the user's modules and before any connection.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 
 from .errors import require
@@ -32,7 +31,6 @@ def parse_type_limits(values: Sequence[str]) -> dict[str, int]:
 
 
 def check_run_args(args: argparse.Namespace) -> None:
-    cpus = os.cpu_count() or 1
     parse_type_limits(args.activity_type_limit)
     for flag, port in (
         ("--metrics-port", args.metrics_port),
@@ -48,19 +46,15 @@ def check_run_args(args: argparse.Namespace) -> None:
         "each serve their own endpoint",
     )
     require(bool(args.task_queue.strip()), "--task-queue must not be empty: name the queue")
+    # The pool's own options (--processes, --max-*-per-child, --crash-loop-*,
+    # --cancel-grace) are checked by PoolConfig itself (pool_config in run.py).
     for flag, value in (
-        ("--processes", args.processes),
         ("--max-concurrent-activities", args.max_concurrent_activities),
         ("--max-activity-polls", args.max_activity_polls),
-        ("--max-tasks-per-child", args.max_tasks_per_child),
-        ("--max-memory-per-child", args.max_memory_per_child),
-        ("--hard-memory-per-child", args.hard_memory_per_child),
-        ("--crash-loop-max-deaths", args.crash_loop_max_deaths),
     ):
-        hint = f" (leave it out for one per CPU: {cpus} here)" if flag == "--processes" else ""
         require(
             value is None or value >= 1,
-            f"{flag} must be at least 1, got {value}: pass a positive value{hint}",
+            f"{flag} must be at least 1, got {value}: pass a positive value",
         )
     for flag, value in (
         ("--max-activities-per-second", args.max_activities_per_second),
@@ -70,16 +64,10 @@ def check_run_args(args: argparse.Namespace) -> None:
             value is None or value > 0,
             f"{flag} must be positive, got {value}: leave it out for no limit",
         )
-    for flag, value in (
-        ("--graceful-shutdown-timeout", args.graceful_shutdown_timeout),
-        ("--cancel-grace", args.cancel_grace),
-    ):
-        require(value is None or value >= 0, f"{flag} must not be negative, got {value}")
-    soft, hard = args.max_memory_per_child, args.hard_memory_per_child
+    timeout = args.graceful_shutdown_timeout
     require(
-        soft is None or hard is None or hard >= soft,
-        f"--hard-memory-per-child ({hard} bytes) is below --max-memory-per-child ({soft} bytes): "
-        "the hard limit must be the higher one",
+        timeout is None or timeout >= 0,
+        f"--graceful-shutdown-timeout must not be negative, got {timeout}",
     )
 
 

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from datetime import timedelta
 from typing import Any
@@ -60,7 +61,15 @@ def pool_config(args: argparse.Namespace) -> Any:
     try:
         return PoolConfig(**options)
     except WorkerConfigError as err:
-        raise LaunchError(EXIT_CONFIG, one_line(err)) from None
+        raise LaunchError(EXIT_CONFIG, _as_flags(one_line(err), options)) from None
+
+
+def _as_flags(message: str, options: dict[str, Any]) -> str:
+    """PoolConfig names its fields; the user typed flags: ``max_memory_per_child`` ->
+    ``--max-memory-per-child`` for every option the flags set."""
+    for name in sorted(options, key=len, reverse=True):
+        message = re.sub(rf"(?<![\w-]){name}\b", "--" + name.replace("_", "-"), message)
+    return message
 
 
 def _pool_flags_given(args: argparse.Namespace) -> bool:
