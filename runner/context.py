@@ -55,54 +55,67 @@ CONTEXT_FIELDS = (
 class CancelRaiser:
     """Decides when ``CancelledError`` may be raised inside the activity's own code.
 
-    The listener thread calls :meth:`request` when a cancel arrives; the signal
-    handler (main thread) calls :meth:`take` to learn whether to raise now; a
-    shielded block defers the raise to its exit, as the stock SDK does for thread
-    activities.
+    One per running activity thread: in a child the main thread (the cancel signal's
+    handler raises), in the parent a ``ThreadPoolExecutor`` thread
+    (``pool.activity.threads`` injects the exception). Whoever delivers a cancel calls
+    :meth:`request`; the thread that raises calls :meth:`take` to learn whether to
+    raise now; a shielded block defers the raise to its exit, as the stock SDK does for
+    thread activities. Once taken, a cancel is not raised again until :meth:`arm`.
+
+    The lock is reentrant: the child's signal handler calls :meth:`take` on the very
+    thread that may hold it (inside :meth:`shielded`).
     """
 
     def __init__(self) -> None:
+        self._lock = threading.RLock()
         self._depth = 0
         self._pending = False
         self._armed = False
 
     @property
     def armed(self) -> bool:
-        """Whether the signal handler may raise (only the main thread arms it)."""
+        """Whether a cancel may be raised now (the activity's code runs)."""
         return self._armed
 
     def arm(self) -> None:
-        self._depth = 0
-        self._pending = False
-        self._armed = True
+        with self._lock:
+            self._depth = 0
+            self._pending = False
+            self._armed = True
 
     def disarm(self) -> None:
-        self._armed = False
-        self._pending = False
+        with self._lock:
+            self._armed = False
+            self._pending = False
 
     def request(self) -> bool:
-        """A cancel arrived. True when the main thread should be interrupted now."""
-        if not self._armed:
-            return False
-        self._pending = True
-        return self._depth == 0
+        """A cancel arrived. True when the activity's thread should be interrupted now."""
+        with self._lock:
+            if not self._armed:
+                return False
+            self._pending = True
+            return self._depth == 0
 
     def take(self) -> bool:
-        """Called in the main thread: consume a pending cancel if it may land now."""
-        if self._armed and self._pending and self._depth == 0:
-            self._pending = False
-            self._armed = False
-            return True
-        return False
+        """Consume a pending cancel if it may land now (no shield is open)."""
+        with self._lock:
+            if self._armed and self._pending and self._depth == 0:
+                self._pending = False
+                self._armed = False
+                return True
+            return False
 
     @contextmanager
     def shielded(self) -> Iterator[None]:
-        self._depth += 1
+        with self._lock:
+            self._depth += 1
         try:
             yield None
         finally:
-            self._depth -= 1
-            if self.take():
+            with self._lock:
+                self._depth -= 1
+                fire = self.take()
+            if fire:
                 raise temporalio.exceptions.CancelledError("Cancelled")
 
 

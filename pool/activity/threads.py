@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import temporalio.exceptions
@@ -20,19 +19,22 @@ _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 
 
-class ThreadCancelRaiser:
-    """Raises ``CancelledError`` asynchronously in one thread, honouring shields."""
+class ThreadCancelRaiser(runner.context.CancelRaiser):
+    """Raises ``CancelledError`` asynchronously in the thread it is bound to.
+
+    When to raise (pending, shields) is ``runner.context.CancelRaiser``'s decision;
+    this adds only the delivery. Armed from the start: a cancel requested before the
+    thread picks the activity up lands as it binds."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._thread_id: int | None = None
-        self._depth = 0
-        self._pending = False
+        self.arm()
 
     def bind(self) -> None:
         with self._lock:
             self._thread_id = threading.get_ident()
-            if self._pending and self._depth == 0:
+            if self.take():
                 self._raise_locked()
 
     def unbind(self) -> None:
@@ -43,31 +45,16 @@ class ThreadCancelRaiser:
                 # in the executor's own loop after the activity returned.
                 _set_async_exc(tid, ctypes.py_object())  # type: ignore[arg-type]
 
-    def request(self) -> None:
+    def request(self) -> bool:
         with self._lock:
-            self._pending = True
-            if self._thread_id is not None and self._depth == 0:
+            fire = super().request() and self._thread_id is not None and self.take()
+            if fire:
                 self._raise_locked()
+            return fire
 
     def _raise_locked(self) -> None:
         assert self._thread_id is not None
-        self._pending = False
         _set_async_exc(self._thread_id, ctypes.py_object(temporalio.exceptions.CancelledError))
-
-    @contextmanager
-    def shielded(self) -> Iterator[None]:
-        with self._lock:
-            self._depth += 1
-        try:
-            yield None
-        finally:
-            with self._lock:
-                self._depth -= 1
-                fire = self._depth == 0 and self._pending
-                if fire:
-                    self._pending = False
-            if fire:
-                raise temporalio.exceptions.CancelledError("Cancelled")
 
 
 def run_in_thread(
