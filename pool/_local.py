@@ -53,8 +53,8 @@ from temporalio.worker import SharedHeartbeatSender
 import runner.context
 from runner import RunTask, TaskDone
 
-from ._codec import decode_child_failure
 from ._errors import ChildProcessDied
+from .activity.dispatch.codec import decode_child_failure
 from .supervisor import ChildKilled, ChildMemoryExceeded, ProcessPool, TaskTransferError
 
 __all__ = ["EXECUTE_PARAMETERS", "LocalActivityExecutor", "LocalSharedState"]

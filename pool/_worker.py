@@ -52,13 +52,13 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from ._child_conversion import ChildConversion, child_conversion
 from ._config import PoolConfig, config_from_executor
-from ._dispatcher import Dispatcher, DispatchSettings
 from ._errors import PoolError, SharedStateLostError, WorkerConfigError
 from ._forks import check_create, check_use
 from ._interceptors import activity_interceptors
 from ._local import LocalActivityExecutor
+from .activity.dispatch import Dispatcher, DispatchSettings
+from .activity.dispatch.conversion import ChildConversion, child_conversion
 from .activity.poller import Poller, PollSettings
 from .activity.service import ActivityService, describe_rpc_error
 from .activity.slots import (

@@ -593,8 +593,9 @@ class _Child:
 
 # -- payload conversion in the child (the parent applies only the codec) -------------
 #
-# The errors say what the parent's path says for the same failure (pool/_dispatcher.py),
-# so a task fails alike wherever its payloads were converted.
+# The errors say what the parent's path says for the same failure
+# (pool/activity/dispatch/decode.py), so a task fails alike wherever its payloads
+# were converted.
 
 
 def _decode_args(

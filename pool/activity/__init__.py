@@ -5,7 +5,7 @@
     Slots            slots.py       a slot per task: counting, resource-based or a user's
                                     CustomSlotSupplier; RateLimiter spaces task starts
     Poller           poller.py      slot -> child reserved -> rate limit -> PollActivityTaskQueue
-                                    -> the task handed to the dispatcher (pool/_dispatcher.py)
+                                    -> the task handed to the dispatcher (pool/activity/dispatch/)
     HeartbeatManager heartbeats.py  sdk-core's throttling (clock injected) ->
                                     RecordActivityTaskHeartbeat -> cancellations
     run_in_thread    threads.py     sync activities in a user's ThreadPoolExecutor, with

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 import pool
-from pool._codec import EncodedArgs
+from pool.activity.dispatch.codec import EncodedArgs
 from tests.helpers import workflow_id
 from tests.pool import _payload_activities as P
 

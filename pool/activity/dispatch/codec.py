@@ -20,7 +20,7 @@ import temporalio.exceptions
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.failure.v1 import Failure
 
-from ._errors import ChildTraceback
+from pool._errors import ChildTraceback
 
 __all__ = ["EncodedArgs", "codec_decoded", "decode_child_failure", "encode_payloads"]
 
