@@ -78,6 +78,7 @@ from .policy import (
     recent,
     respawn_delay,
 )
+from .scheduler import Scheduler
 
 __all__ = [
     "ChildKilled",
@@ -138,8 +139,7 @@ class _Child:
     ready_at: float | None = None
     psutil_proc: psutil.Process | None = None
     started_at: float = 0.0  # loop clock, when the current task was sent
-    # When this busy child may back a lookahead poll (see pool.supervisor.lookahead).
-    window: tuple[float, float] | None = None
+    # Wakes the pollers when this busy child's lookahead window opens (pool.supervisor.scheduler).
     window_handle: asyncio.TimerHandle | None = None
     # Why it cannot start, as it said before exiting (ChildBroken).
     start_error: ChildStartError | None = None
@@ -234,11 +234,8 @@ class ProcessPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._children: dict[int, _Child] = {}  # by index
         self._by_pid: dict[int, _Child] = {}
-        self._idle: collections.deque[_Child] = collections.deque()
-        self._reserved = 0
         self.lookahead = Lookahead(self.config.lookahead)
-        self._wait_seconds = 0.0
-        self._wait_max = 0.0
+        self._scheduler: Scheduler[_Child] = Scheduler(self.lookahead, self.config.prefetch)
         self._waiters: list[asyncio.Future[None]] = []
         self._spec_template: dict[str, Any] | None = None
         self._ctx: Any = None
@@ -280,17 +277,17 @@ class ProcessPool:
             children=children,
             idle=sum(1 for c in self._children.values() if c.state is _State.IDLE),
             busy=sum(1 for c in self._children.values() if c.state is _State.BUSY),
-            reserved=self._reserved,
+            reserved=self._scheduler.reserved,
             starts=self._stats["starts"],
             deaths=self._stats["deaths"],
             recycles=self._stats["recycles"],
             kills=self._stats["kills"],
             replacement_seconds=tuple(self._replacement_seconds),
             retired=tuple(self._retired),
-            promised_ahead=self._stats["promised_ahead"],
-            tasks_waited=self._stats["waited"],
-            task_wait_seconds=self._wait_seconds,
-            task_wait_max=self._wait_max,
+            promised_ahead=self._scheduler.promised_ahead,
+            tasks_waited=self._scheduler.tasks_waited,
+            task_wait_seconds=self._scheduler.wait_seconds,
+            task_wait_max=self._scheduler.wait_max,
             start_failures=self._stats["start_failures"],
             respawns_delayed=self._stats["respawns_delayed"],
             respawn_delay_seconds=self._respawn_delay_seconds,
@@ -473,7 +470,7 @@ class ProcessPool:
 
     def free(self) -> int:
         """Idle children not yet promised to a poller."""
-        return len(self._idle) - self._reserved
+        return self._scheduler.free()
 
     def promisable(self) -> int:
         """Promises :meth:`reserve` can still make: idle children and busy children
@@ -481,13 +478,7 @@ class ProcessPool:
         unless tasks are much shorter than a poll round trip), plus
         ``PoolConfig.prefetch``, less those made."""
         assert self._loop is not None
-        now = self._loop.time()
-        backing = len(self._idle)
-        for child in self._children.values():
-            window = child.window  # only busy children have one
-            if window is not None and window[0] <= now <= window[1]:
-                backing += 1
-        return backing * self.lookahead.depth() + self.config.prefetch - self._reserved
+        return self._scheduler.promisable(self._loop.time())
 
     async def reserve(self) -> None:
         """Wait until a child can be promised to the next task: an idle one, or a busy
@@ -500,20 +491,18 @@ class ProcessPool:
             await self._wait_for(lambda: self.promisable() > 0 or self._closing, None)
         if self._closing:
             raise PoolError("The process pool is stopping")
-        if len(self._idle) <= self._reserved:
-            self._stats["promised_ahead"] += 1  # backed by a busy child (or prefetch)
-        self._reserved += 1
+        self._scheduler.promise()
 
     def unreserve(self) -> None:
         """Give back a promise (the poll came back empty, or the task was async)."""
-        self._reserved -= 1
+        self._scheduler.give_back()
         self._notify()
 
     def claim(self) -> None:
         """Promise a child now, even beyond what :meth:`reserve` allows: for work already
         accepted (a local activity). :meth:`run` then waits for an idle child if need be,
         and no poll is made for the child it is about to take."""
-        self._reserved += 1
+        self._scheduler.promise_now()
 
     async def run(
         self, task: RunTask, *, reserved: bool = True
@@ -528,46 +517,35 @@ class ProcessPool:
         # The promise stays counted until the task has its child: a task waiting here
         # for a busy child still holds that child, so no second poll is made for it.
         try:
-            try:
-                data = dumps(task_to_wire(task))
-            except Exception as err:
-                raise TaskTransferError(
-                    f"The arguments of activity {task.activity_type!r} could not be pickled "
-                    f"to send them to a child process: {type(err).__name__}: {err}"
-                ) from err
-            child = await self._deliver(data)
+            child = await self._deliver(_task_bytes(task))
         except BaseException:
             if reserved:
-                self._reserved -= 1
+                self._scheduler.give_back()
             self._notify()
             raise
         if reserved:
-            self._reserved -= 1
+            self._scheduler.give_back()
         child.state = _State.BUSY
         child.task = task
         child.future = self._loop.create_future()
         child.started_at = now = self._loop.time()
-        child.window = self.lookahead.window(task.activity_type, now)
-        if child.window is not None and child.window[0] > now:
-            # Already open (a short task): the child backs what it backed while idle.
-            child.window_handle = self._loop.call_at(child.window[0], self._notify)
+        opens = self._scheduler.task_started(child, task.activity_type, now)
+        if opens is not None:
+            child.window_handle = self._loop.call_at(opens, self._notify)
         return child.pid, child.future
 
     async def _deliver(self, data: bytes) -> _Child:
-        """Write a task to an idle child; the child that took it.
-
-        The child that finished last gets it: its code and data are still in the CPU
-        caches (an idle child that waited longer has had them evicted: ~20 us per task).
-        A child that died idle, its sentinel not handled yet, refuses the write (EPIPE):
-        the task never reached it, so the next idle child (or the replacement) gets it,
-        and ``_on_exit`` logs that death as idle.
+        """Write a task to an idle child (:meth:`Scheduler.take_idle`); the child that
+        took it. A child that died idle, its sentinel not handled yet, refuses the
+        write (EPIPE): the task never reached it, so the next idle child (or the
+        replacement) gets it, and ``_on_exit`` logs that death as idle.
         """
         while True:
-            if not self._idle:
+            if not self._scheduler.idle:
                 # Promised to a busy child that has not finished yet (lookahead,
                 # prefetch), or a promised child died and its replacement is coming.
                 await self._wait_for_idle()
-            child = self._idle.pop()
+            child = self._scheduler.take_idle()
             try:
                 send_frame(child.task_conn.fileno(), data)
             except OSError as err:
@@ -582,14 +560,12 @@ class ProcessPool:
             return child
 
     async def _wait_for_idle(self) -> None:
-        self._stats["waited"] += 1
+        self._scheduler.wait_began()
         assert self._loop is not None
         began = self._loop.time()
-        await self._wait_for(lambda: bool(self._idle) or self._closing, None)
-        waited = self._loop.time() - began
-        self._wait_seconds += waited
-        self._wait_max = max(self._wait_max, waited)
-        if not self._idle:
+        await self._wait_for(lambda: bool(self._scheduler.idle) or self._closing, None)
+        self._scheduler.wait_ended(self._loop.time() - began)
+        if not self._scheduler.idle:
             raise PoolError("The process pool stopped before the task could start")
 
     def cancel(self, pid: int, task_id: int, details: Any, reason: str) -> None:
@@ -689,9 +665,8 @@ class ProcessPool:
                 child.ctrl_conn.send_bytes(dumps(WorkerShutdown()))
         self._make_idle(child)
 
-    @staticmethod
-    def _close_window(child: _Child) -> None:
-        child.window = None
+    def _close_window(self, child: _Child, activity_type: str | None, ran: float | None) -> None:
+        self._scheduler.task_ended(child, activity_type, ran)
         if child.window_handle is not None:
             child.window_handle.cancel()
             child.window_handle = None
@@ -703,19 +678,17 @@ class ProcessPool:
         if self._closing:
             self._send_stop(child)
         else:
-            self._idle.append(child)
+            self._scheduler.add_idle(child)
         self._notify()
 
     def _on_task_done(self, child: _Child, done: TaskDone) -> None:
         if child.kill_handle is not None:
             child.kill_handle.cancel()
             child.kill_handle = None
-        self._close_window(child)
-        if child.task is not None and done.outcome in ("completed", "failed"):
-            assert self._loop is not None
-            self.lookahead.observe_run(
-                child.task.activity_type, self._loop.time() - child.started_at
-            )
+        assert self._loop is not None
+        ran = self._loop.time() - child.started_at
+        activity_type = child.task.activity_type if child.task is not None else None
+        self._close_window(child, activity_type, ran if done.outcome in _RAN else None)
         future, child.future = child.future, None
         child.tasks_done += 1
         if future is not None and not future.done():
@@ -735,8 +708,7 @@ class ProcessPool:
         self._send_stop(child)
 
     def _send_stop(self, child: _Child) -> None:
-        if child in self._idle:
-            self._idle.remove(child)
+        self._scheduler.forget(child)
         child.state = _State.STOPPING
         try:
             child.task_conn.send_bytes(dumps(Stop()))
@@ -792,12 +764,11 @@ class ProcessPool:
     def _bury(self, child: _Child) -> None:
         """Take a dead child out of every place that could hand it work."""
         child.state = _State.DEAD
-        self._close_window(child)
+        self._close_window(child, None, None)
+        self._scheduler.forget(child)
         if child.kill_handle is not None:
             child.kill_handle.cancel()
             child.kill_handle = None
-        if child in self._idle:
-            self._idle.remove(child)
         self._by_pid.pop(child.pid, None)
         self._retired.append(_snapshot(child))
         for conn in (child.task_conn, child.ctrl_conn):
@@ -931,6 +902,19 @@ class ProcessPool:
                 continue
             child.peak_rss = max(child.peak_rss, child.rss)
             child.cpu_seconds = times.user + times.system
+
+
+_RAN = ("completed", "failed")  # outcomes whose run time predicts the next run's
+
+
+def _task_bytes(task: RunTask) -> bytes:
+    try:
+        return dumps(task_to_wire(task))
+    except Exception as err:
+        raise TaskTransferError(
+            f"The arguments of activity {task.activity_type!r} could not be pickled "
+            f"to send them to a child process: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _kill_group(pid: int) -> None:
