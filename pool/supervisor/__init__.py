@@ -5,15 +5,9 @@ its lookahead (when a busy child may back a poll).
                        ▲ Lookahead: windows learnt from run and poll times
 """
 
+from .children import ChildKilled, ChildMemoryExceeded, ChildSnapshot, TaskTransferError
 from .lookahead import Lookahead
-from .pool import (
-    ChildKilled,
-    ChildMemoryExceeded,
-    ChildSnapshot,
-    PoolSnapshot,
-    ProcessPool,
-    TaskTransferError,
-)
+from .pool import PoolSnapshot, ProcessPool
 
 __all__ = [
     "ChildKilled",

@@ -12,6 +12,7 @@ from pool.supervisor.policy import (
     is_crash_loop,
     is_start_failure,
     memory_verdict,
+    recent,
     respawn_delay,
 )
 
@@ -43,8 +44,8 @@ def test_respawn_delay_doubles_up_to_its_cap():
 def test_crash_loop_window():
     config = pool.PoolConfig(crash_loop_max_deaths=2, crash_loop_window=10)
     deaths = collections.deque([0.0, 5.0, 9.0])
-    assert is_crash_loop(deaths, 9.5, config)
-    assert not is_crash_loop(deaths, 14.0, config)  # 0.0 fell out of the window
+    assert is_crash_loop(recent(deaths, 9.5, config), config)
+    assert not is_crash_loop(recent(deaths, 14.0, config), config)  # 0.0 fell out
     assert list(deaths) == [5.0, 9.0]
 
 
