@@ -8,8 +8,8 @@
     kill_for           ──▶ SIGTERM, then SIGKILL after kill_escalation
     check_memory       ──▶ policy.memory_verdict: kill a busy child, recycle one
 
-The pool (pool.supervisor.pool) owns the loop's registrations' lifetime and the waits;
-every change here calls ``notify`` so its waits re-check. Decisions are pure functions
+The pool (pool.supervisor.pool) owns the waits: every change here calls ``notify``,
+so they re-check. Decisions are pure functions
 in pool.supervisor.policy; one child's I/O is pool.supervisor.children.
 """
 
