@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import collections
 import logging
+import pathlib
 
 import pytest
 
 import pool
+import pool.supervisor
 from pool import ChildProcessDied, ChildStartError, CrashLoopError
 from pool.supervisor.policy import (
     ChildEnd,
@@ -202,3 +205,22 @@ def test_start_failures_of_replacements_back_off_then_make_a_crash_loop():
 def test_a_start_failure_fails_a_task_it_somehow_held():
     end = _end(state="starting", exitcode=1, task_pending=True)
     assert isinstance(_decide(end).task_error, ChildProcessDied)
+
+
+@pytest.mark.parametrize("module", ["policy", "scheduler", "lookahead"])
+def test_the_pure_rooms_import_nothing_that_does_io(module):
+    path = pathlib.Path(pool.supervisor.__file__).with_name(f"{module}.py")
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+    io = {"asyncio", "os", "select", "socket", "psutil", "multiprocess", "multiprocessing"}
+    assert not imported & (io | {"runner", "cloudpickle", "time"})
+    relative = {
+        node.module
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+    }
+    assert not relative & {"children", "supervision", "pool"}
