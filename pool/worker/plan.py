@@ -8,8 +8,9 @@
                                            ─▶ plan_local_activities where sync local
         activities run (LocalRoute)
 
-The facade builds the objects the plan names (the ProcessPool, the slots) and does the
-logging; every error here names the problem and the fix.
+activity_side.py builds the objects the plan names (the ProcessPool, the slots) and logs
+its notes; the facade emits the thread-pool warning. Every error here names the problem
+and the fix (tests/pool/test_worker_plan.py).
 """
 
 from __future__ import annotations
