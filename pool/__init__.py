@@ -27,7 +27,6 @@ from ._errors import (
     SharedStateLostError,
     WorkerConfigError,
 )
-from ._worker import Worker, WorkerSnapshot
 from .observe import PoolMetrics, serve_metrics
 from .supervisor import (
     ChildKilled,
@@ -37,6 +36,7 @@ from .supervisor import (
     ProcessPool,
     TaskTransferError,
 )
+from .worker import Worker, WorkerSnapshot
 
 __all__ = [
     # the worker

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 if TYPE_CHECKING:
-    from .._worker import Worker
+    from ..worker import Worker
 
 __all__ = ["HealthServer"]
 

@@ -21,8 +21,8 @@ from prometheus_client.registry import Collector
 from .health import HealthServer
 
 if TYPE_CHECKING:
-    from .._worker import Worker
     from ..supervisor import PoolSnapshot
+    from ..worker import Worker
 
 __all__ = ["PoolMetrics", "serve_metrics"]
 

@@ -1,19 +1,17 @@
-"""The supervisor room: the process pool (spawn, watch, recycle, kill children) and
-its lookahead (when a busy child may back a poll).
+"""The supervisor room: the process pool (spawn, watch, recycle, kill children), the
+scheduling of tasks onto them and the pure decisions both make.
 
     reserve() ─▶ ProcessPool.run(task) ─▶ task pipe ─▶ child ─▶ TaskDone ─▶ future
-                       ▲ Lookahead: windows learnt from run and poll times
+         ▲ Scheduler: promises, idle children, lookahead windows (Lookahead), prefetch
+    sentinel ─▶ Supervision.on_exit ─▶ policy.decide_exit ─▶ respawn / backoff / fatal
+
+pool.py the facade; supervision.py the children as a set; children.py one child's
+process; scheduler.py, lookahead.py and policy.py pure (no processes, no I/O).
 """
 
+from .children import ChildKilled, ChildMemoryExceeded, ChildSnapshot, TaskTransferError
 from .lookahead import Lookahead
-from .pool import (
-    ChildKilled,
-    ChildMemoryExceeded,
-    ChildSnapshot,
-    PoolSnapshot,
-    ProcessPool,
-    TaskTransferError,
-)
+from .pool import PoolSnapshot, ProcessPool
 
 __all__ = [
     "ChildKilled",

@@ -145,7 +145,7 @@ async def test_autoscaling_behavior_starts_with_its_initial_pollers(client, task
         workflows=[A.RunOne],
         activity_task_poller_behavior=PollerBehaviorAutoscaling(initial=2),
     ) as worker:
-        poller = worker._activity_side.poller
+        poller = worker._sides.activity.poller
         await async_assert_eventually(lambda: poller.polling == 2)
         result = await client.execute_workflow(
             A.RunOne.run, args=["async_double", [4]], id=workflow_id(), task_queue=task_queue

@@ -375,7 +375,7 @@ async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
     import logging
     import socket
 
-    from pool.supervisor.pool import _Child
+    from pool.supervisor.children import Child
     from runner import ChildLog, dumps
     from runner.frames import FrameReader, send_frame
 
@@ -385,8 +385,8 @@ async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
     ours, theirs = socket.socketpair()
     try:
         p = pool.ProcessPool(1)
-        p._loop = loop
-        child = _Child(
+        p._supervision.loop = loop
+        child = Child(
             index=0,
             process=None,
             task_conn=ours,
@@ -403,7 +403,7 @@ async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
         for data in (unknown_class, dumps(ChildLog(record=dict(record)))):
             send_frame(theirs.fileno(), data)
         with caplog.at_level(logging.WARNING, logger="tests.child"):
-            p._on_readable(child)
+            p._supervision.on_readable(child)
         assert [r.getMessage() for r in caplog.records] == ["after the bad one"]
         assert len(errors) == 1 and isinstance(errors[0]["exception"], ModuleNotFoundError)
     finally:
