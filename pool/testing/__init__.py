@@ -1,4 +1,5 @@
-"""Test helpers: an embedded Temporal dev server (devserver.py) and free-port helpers.
+"""Test helpers: an embedded Temporal dev server (devserver.py), free-port helpers, and
+fakes of the dispatcher's neighbours (fakes.py, imported by its own name).
 
     DevServer.start() ─▶ `temporal server start-dev` as a child process, ready to connect
     free_port / port_in_use ─▶ ports for a server or a metrics endpoint

@@ -45,6 +45,7 @@ from pool.observe.sdk_metrics import ActivityMetrics
 
 from . import decode
 from .child_executor import ChildExecutor, ChildPool
+from .deadlines import Deadlines
 from .details import HeartbeatDetails
 from .loop_executor import LoopExecutor
 from .outcome import decide, internal_error, not_registered
@@ -106,6 +107,7 @@ class Dispatcher:
         # Per-activity-type concurrency limits: a semaphore per limited type.
         self._type_slots = {name: Slots(limit) for name, limit in (type_limits or {}).items()}
         self._ids = itertools.count(1)
+        self._deadlines = Deadlines(settings.local_timeout_buffer, self.cancel)
         self._tasks: dict[bytes, Task] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -157,7 +159,7 @@ class Dispatcher:
         return len(self._running)
 
     def running(self) -> list[RunningTask]:
-        """Every task in flight: its token, activity type and child pid (None in-parent)."""
+        """Every task in flight: its token, activity type, child pid and state."""
         return [t.as_running() for t in self._tasks.values()]
 
     def __repr__(self) -> str:
@@ -230,10 +232,8 @@ class Dispatcher:
 
     def _on_heartbeat_sent(self, token: bytes) -> None:
         task = self._tasks.get(token)
-        if task is not None and task.info is not None and task.info.heartbeat_timeout:
-            self._arm_timer(
-                task, "heartbeat", task.info.heartbeat_timeout.total_seconds(), "heartbeat timeout"
-            )
+        if task is not None:
+            self._deadlines.heartbeat_sent(task)
 
     def child_heartbeat(self, token: bytes, data: bytes) -> None:
         """Details a child shipped through the shared state manager (already payloads)."""
@@ -243,48 +243,6 @@ class Dispatcher:
         """The end of the outbound chain: ``activity.heartbeat()`` in this process, or a
         child's details that passed through an interceptor."""
         self._details.from_parent(task, details)
-
-    # -- local deadlines ---------------------------------------------------------------
-
-    def _arm_timer(
-        self, task: Task, name: str, seconds: float, what: str, since: float | None = None
-    ) -> None:
-        """Cancel ``task`` as timed out ``seconds`` after ``since`` (a ``time.monotonic()``),
-        or, without it, ``seconds`` + ``local_timeout_buffer`` from now.
-
-        The start-to-close deadline counts from when the task arrived, with no buffer:
-        the server fails the attempt then, and a result after it is refused anyway, so
-        the child's core is freed as early as possible. The heartbeat timeout, re-armed
-        after each heartbeat RPC, keeps sdk-core's buffer for the RPC's own latency.
-        """
-        old = task.timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        if since is None:
-            buffer = self._settings.local_timeout_buffer
-            delay = seconds + buffer
-            reason = f"its {what} ({seconds:g} s + {buffer:g} s buffer) passed"
-        else:
-            delay = since + seconds - time.monotonic()
-            reason = f"its {what} ({seconds:g} s since the worker received it) passed"
-        loop = asyncio.get_running_loop()
-        task.timers[name] = loop.call_later(
-            delay, self.cancel, task.token, Details(not_found=True, timed_out=True), reason
-        )
-
-    def _arm_deadlines(self, task: Task, info: temporalio.activity.Info) -> None:
-        if info.start_to_close_timeout:
-            self._arm_timer(
-                task,
-                "start_to_close",
-                info.start_to_close_timeout.total_seconds(),
-                "start-to-close timeout",
-                since=task.received,
-            )
-        if info.heartbeat_timeout:
-            self._arm_timer(
-                task, "heartbeat", info.heartbeat_timeout.total_seconds(), "heartbeat timeout"
-            )
 
     # -- one task ----------------------------------------------------------------------
 
@@ -374,7 +332,7 @@ class Dispatcher:
             self._settings.default_heartbeat_throttle,
             self._settings.max_heartbeat_throttle,
         )
-        self._arm_deadlines(task, info)
+        self._deadlines.arm_for(task, info)
         type_slots = self._type_slots.get(task.activity_type)
         if type_slots is not None:
             # From here on this task holds one of its type's slots (released below).

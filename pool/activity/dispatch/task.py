@@ -44,7 +44,8 @@ class State(enum.Enum):
 class RunningTask(NamedTuple):
     token: bytes
     activity_type: str
-    pid: int | None
+    pid: int | None  # the child running it; None in the parent or before a child took it
+    state: State
 
 
 @dataclass(eq=False)
@@ -158,4 +159,4 @@ class Task:
         self.state = State.CANCELLING if self.cancel is not None else State.RUNNING
 
     def as_running(self) -> RunningTask:
-        return RunningTask(self.token, self.activity_type, self.pid)
+        return RunningTask(self.token, self.activity_type, self.pid, self.state)
