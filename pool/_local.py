@@ -306,15 +306,5 @@ class LocalActivityExecutor(concurrent.futures.Executor):
     def _rebuild(self, info: temporalio.activity.Info, data: bytes) -> BaseException:
         """The exception the child's Failure describes, for temporalio to report (its
         proto rides along, so the child's message and stack trace are kept as they are)."""
-        dc = self._dc.with_context(
-            temporalio.converter.ActivitySerializationContext(
-                namespace=info.namespace,
-                activity_id=info.activity_id,
-                activity_type=info.activity_type,
-                activity_task_queue=info.task_queue,
-                workflow_id=info.workflow_id,
-                workflow_type=info.workflow_type,
-                is_local=True,
-            )
-        )
+        dc = self._dc.with_context(runner.context.serialization_context(info))
         return decode_child_failure(data, dc)

@@ -9,13 +9,17 @@ Public modules, imported by the parent too:
     runner.metrics    activity.metric_meter() buffered in the child, replayed by the parent
     runner.trace      the OpenTelemetry context across the process hop
 
-Private, the child's own: ``_child`` (its loop, shipper and log handler), ``_native``
-(native thread pools), ``_forkserver`` (the fork server's first preload module, named
-to the parent as ``FORKSERVER_PRELOAD``). ``runner`` may import ``shared_state``; it never
+Private, the child's own: ``_child`` (its loop and the cancel protocol), ``_task`` (one
+task from PackedTask to TaskDone), ``_conversion`` (payloads and failures in the child),
+``_shipper`` (heartbeats), ``_pipe`` (writing frames and log records to the parent),
+``_process`` (its process group, the parent's death, exit codes), ``_native`` (native
+thread pools), ``_forkserver`` (the fork server's first preload module, named to the
+parent as ``FORKSERVER_PRELOAD``). ``runner`` may import ``shared_state``; it never
 imports ``pool``.
 """
 
-from ._child import EXIT_BROKEN, EXIT_PARENT_GONE, child_main
+from ._child import child_main
+from ._process import EXIT_BROKEN, EXIT_PARENT_GONE
 from .messages import (
     ActivitySpec,
     CancelTask,

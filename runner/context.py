@@ -34,8 +34,10 @@ __all__ = [
     "enter_activity_context",
     "exit_activity_context",
     "log_fields",
+    "narrows_per_task",
     "new_cancellation_holder",
     "route_context_callables",
+    "serialization_context",
 ]
 
 # The _Context fields we set, in the shape temporalio 1.35 declares them.
@@ -279,3 +281,38 @@ def context_shape() -> tuple[str, ...]:
 
 # Raised by ``activity.raise_complete_async()``: the activity completes later by token.
 CompleteAsyncError: type[BaseException] = temporalio.activity._CompleteAsyncError
+
+
+def serialization_context(
+    info: temporalio.activity.Info,
+) -> temporalio.converter.ActivitySerializationContext:
+    """The data converter's context for the activity ``info`` describes (what
+    temporalio's worker narrows its converter with)."""
+    return temporalio.converter.ActivitySerializationContext(
+        namespace=info.namespace,
+        activity_id=info.activity_id,
+        activity_type=info.activity_type,
+        activity_task_queue=info.task_queue,
+        workflow_id=info.workflow_id,
+        workflow_type=info.workflow_type,
+        is_local=info.is_local,
+    )
+
+
+# Any activity's context: a converter that gives itself back for this one does so for
+# every activity (the default converter's case).
+_PROBE = temporalio.converter.ActivitySerializationContext(
+    namespace="",
+    activity_id="",
+    activity_type="",
+    activity_task_queue="",
+    workflow_id=None,
+    workflow_type=None,
+    is_local=False,
+)
+
+
+def narrows_per_task(converter: temporalio.converter.DataConverter) -> bool:
+    """Whether ``converter`` changes with an activity's serialization context (when it
+    does not, the per-task ``with_context`` can be skipped)."""
+    return converter.with_context(_PROBE) is not converter

@@ -15,7 +15,6 @@ import pytest
 import temporalio.activity
 import temporalio.common
 import temporalio.converter
-from temporalio.api.failure.v1 import Failure
 from temporalio.testing import ActivityEnvironment
 
 import pool
@@ -244,19 +243,6 @@ def test_pool_config_validation():
     with pytest.raises(pool.WorkerConfigError, match="hard_memory_per_child"):
         pool.PoolConfig(max_memory_per_child=10, hard_memory_per_child=5)
     assert dataclasses.replace(pool.PoolConfig(), processes=3).size == 3
-
-
-def test_failure_is_built_in_the_child_with_a_stack_trace():
-    from runner._child import _failure_bytes
-
-    try:
-        raise ValueError("nope")
-    except ValueError as err:
-        data = _failure_bytes(temporalio.converter.DataConverter.default, err)
-    failure = Failure.FromString(data)
-    assert failure.message == "nope"
-    assert failure.application_failure_info.type == "ValueError"
-    assert "test_failure_is_built_in_the_child" in failure.stack_trace
 
 
 async def test_prefetch_promises_one_task_beyond_the_idle_children():
