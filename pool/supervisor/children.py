@@ -175,9 +175,19 @@ class Child:
 
     def reap(self) -> int | None:
         """After its sentinel fired: SIGKILL what is left of its process group (the
-        activity's subprocesses), join it; its exit code."""
+        activity's subprocesses), join it; its exit code.
+
+        A forkserver child's sentinel fires once the fork server has its exit status. A
+        spawned child's is a pipe that closes while the process exits, a moment before
+        the kernel holds its status: wait for that moment, at most ``REAP_WAIT`` (the
+        group's SIGKILL also ends a child that closed the pipe and lived on).
+        """
         _kill_group(self.pid)
         self.process.join(0)
+        deadline = time.monotonic() + REAP_WAIT
+        while self.process.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.0002)
+            self.process.join(0)
         exitcode: int | None = self.process.exitcode
         return exitcode
 
@@ -333,8 +343,12 @@ def emit_child_record(fields: dict[str, Any]) -> None:
         target.handle(record)
 
 
+# How long reap() waits for the exit status of a child whose sentinel fired.
+REAP_WAIT = 0.5
+
+
 def _kill_group(pid: int) -> None:
-    """SIGKILL what is left of a dead child's process group (it led one: runner._child).
+    """SIGKILL what is left of a dead child's process group (it led one: runner._process).
 
     A group id stays taken while any process is in the group, so this reaches only the
     child's leftovers (with spawn, the child is not even reaped yet).
