@@ -57,10 +57,18 @@ _CHANNEL_OPTIONS = [
 ]
 # How many lines of the server log go into an error message.
 _LOG_TAIL_LINES = 30
+# Starts tried when a port we picked is taken by another process before the server
+# binds it (a free port is only free until someone binds it).
+_START_ATTEMPTS = 3
+_PORT_TAKEN = "address already in use"
 
 
 class DevServerError(RuntimeError):
     """The dev server could not be found, started, or reached."""
+
+
+class _PortTaken(DevServerError):
+    """The server exited during start-up because one of its ports was in use."""
 
 
 def _terminate_with_parent() -> None:
@@ -141,7 +149,9 @@ class DevServer:
     """A `temporal server start-dev` child process on loopback ports.
 
     Ports left as None are picked free at construction, so `address` is known before
-    `start()` and stays the same across `restart()`.
+    `start()` and stays the same across `restart()`. Should another process take a
+    picked port before the server binds it, the first `start()` picks free ones again
+    (read `address` after it returns).
     """
 
     def __init__(
@@ -163,6 +173,7 @@ class DevServer:
         wanted = [port, http_port, ui_port if ui else 0]
         picked = iter(_free_ports(sum(p is None for p in wanted), ip))
         port, http_port, ui_port_ = (p if p is not None else next(picked) for p in wanted)
+        self._picked = tuple(p is None for p in wanted)  # which of them we may pick again
         self._ip = ip
         self._port: int = port
         self._http_port: int = http_port
@@ -255,9 +266,36 @@ class DevServer:
         if self.is_running:
             raise DevServerError(f"{self!r} is already running")
         binary = self._resolve_binary()
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._start_once(binary, timeout)
+                return
+            except _PortTaken:
+                # Only ports we picked, and only before a first start: afterwards
+                # clients hold the address.
+                if attempt == _START_ATTEMPTS or self.startup_seconds is not None:
+                    raise
+                if not any(self._picked):
+                    raise
+                self._pick_again()
+
+    def _pick_again(self) -> None:
+        fresh = iter(_free_ports(sum(self._picked), self._ip))
+        port_picked, http_picked, ui_picked = self._picked
+        if port_picked:
+            self._port = next(fresh)
+        if http_picked:
+            self._http_port = next(fresh)
+        if ui_picked and self._ui_port is not None:
+            self._ui_port = next(fresh)
+
+    def _start_once(self, binary: str, timeout: float) -> None:
         busy = [p for p in self._ports() if port_in_use(self._ip, p)]
         if busy:
-            raise DevServerError(
+            ports = (self._port, self._http_port, self._ui_port)
+            given = {p for p, picked in zip(ports, self._picked, strict=True) if not picked}
+            error = DevServerError if given & set(busy) else _PortTaken
+            raise error(
                 f"cannot start the dev server on {self._ip}: port(s) "
                 f"{', '.join(map(str, busy))} already in use (another Temporal server or an "
                 f"old run still alive?). Pass other ports, or port=None to pick free ones."
@@ -362,10 +400,11 @@ class DevServer:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=min(_POLL_INTERVAL, remaining))
                 if proc.returncode is not None:
-                    raise DevServerError(
+                    tail = _tail(self._log_path)
+                    error = _PortTaken if _PORT_TAKEN in tail else DevServerError
+                    raise error(
                         f"dev server on {self.address} exited with code {proc.returncode} "
-                        f"during start-up. Log {self._log_path}:\n"
-                        f"{_tail(self._log_path)}"
+                        f"during start-up. Log {self._log_path}:\n{tail}"
                     )
 
     def _terminate(self, timeout: float) -> None:

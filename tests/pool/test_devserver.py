@@ -85,6 +85,46 @@ def test_port_in_use_is_a_clear_error() -> None:
     assert server.pid is None
 
 
+def test_a_picked_port_taken_before_start_is_picked_again() -> None:
+    server = DevServer()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", server.http_port))
+        taken.listen()
+        held = server.http_port
+        server.start()
+        try:
+            assert server.http_port != held and server.is_running
+            with grpc.insecure_channel(server.address) as channel:
+                stub = WorkflowServiceStub(channel)
+                assert stub.GetSystemInfo(GetSystemInfoRequest(), timeout=5).server_version
+        finally:
+            server.stop()
+
+
+def test_a_port_taken_while_the_server_binds_is_picked_again(tmp_path: Path) -> None:
+    """The race the check before start cannot see: the server itself finds a picked
+    port taken (a stand-in CLI says so once, then runs the real one)."""
+    marker = tmp_path / "failed-once"
+    fake = tmp_path / "temporal"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ ! -e "{marker}" ]; then\n'
+        f'  touch "{marker}"\n'
+        '  echo "listen tcp 127.0.0.1:1: bind: address already in use"\n'
+        "  exit 1\n"
+        "fi\n"
+        f'exec "{find_temporal_binary()}" "$@"\n'
+    )
+    fake.chmod(0o755)
+    server = DevServer(binary=str(fake))
+    first = server.port
+    server.start()
+    try:
+        assert marker.exists() and server.is_running and server.port != first
+    finally:
+        server.stop()
+
+
 def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as s:
