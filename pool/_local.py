@@ -253,10 +253,10 @@ class LocalActivityExecutor(concurrent.futures.Executor):
             info=run.info,
             heartbeat_interval=_HEARTBEAT_INTERVAL,
         )
-        self._pool.claim()
+        reservation = self._pool.claim()
         run.waiting = True
         try:
-            run.pid, done = await self._pool.run(task, reserved=True)
+            run.pid, done = await self._pool.run(task, reservation=reservation)
         except TaskTransferError as err:
             raise temporalio.exceptions.ApplicationError(
                 str(err), type="ArgumentTransferError"

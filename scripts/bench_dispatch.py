@@ -138,7 +138,7 @@ class PoolBench:
         info = self._infos.get(activity_type)
         if info is None:
             info = self._infos[activity_type] = _info(activity_type)
-        await self.pool.reserve()
+        reservation = await self.pool.reserve()
         _pid, future = await self.pool.run(
             RunTask(
                 task_id=self._ids,
@@ -146,7 +146,8 @@ class PoolBench:
                 args=args,
                 info=info,
                 heartbeat_interval=_HEARTBEAT_INTERVAL,
-            )
+            ),
+            reservation=reservation,
         )
         done = await future  # bounded by --timeout around the whole run
         if done.outcome != "completed":

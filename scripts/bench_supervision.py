@@ -75,7 +75,7 @@ async def measure_pool(activity: str, rounds: int, grace: float, ready_dir: Path
     try:
         for i in range(rounds):
             ready = ready_dir / f"{activity}-{i}"
-            await process_pool.reserve()
+            reservation = await process_pool.reserve()
             pid, future = await process_pool.run(
                 RunTask(
                     task_id=i + 1,
@@ -83,7 +83,8 @@ async def measure_pool(activity: str, rounds: int, grace: float, ready_dir: Path
                     args=(str(ready),),
                     info=_info(activity),
                     heartbeat_interval=30.0,
-                )
+                ),
+                reservation=reservation,
             )
             while not ready.exists():  # the activity is in its loop, signals set up
                 await asyncio.sleep(0.002)

@@ -29,7 +29,7 @@ from temporalio.api.workflowservice.v1 import (
 
 from .._errors import PoolError
 from ..observe.sdk_metrics import ActivityMetrics
-from ..supervisor import ProcessPool
+from ..supervisor import ProcessPool, Reservation
 from .service import POLL_DEADLINE, ActivityService, poll_with_retry
 from .slots import RateLimiter, Slots
 
@@ -87,7 +87,7 @@ class Poller:
         slots: Slots,
         limiter: RateLimiter | None,
         pool: ProcessPool | None,
-        dispatch: Callable[[PollActivityTaskQueueResponse, bool], None],
+        dispatch: Callable[[PollActivityTaskQueueResponse, Reservation | None], None],
         metrics: ActivityMetrics | None = None,
     ) -> None:
         self._service = service
@@ -182,17 +182,16 @@ class Poller:
     ) -> None:
         """One slot, one child, one poll; its task dispatched."""
         permit = await self._slots.acquire()
-        reserved = False
+        reservation: Reservation | None = None
         handed_over = False
         try:
             if self._pool is not None:
                 try:
-                    await self._pool.reserve()
+                    reservation = await self._pool.reserve()
                 except PoolError:
                     if self._stopping:
                         return
                     raise
-                reserved = True
             # The rate limit's permit is taken last, right before the poll: a loop
             # that waited here for a child must not poll on an old permit.
             if self._limiter is not None:
@@ -222,7 +221,7 @@ class Poller:
             # Even while stopping: an accepted task is always run and reported.
             # Its slot is used from now on, as in sdk-core (the task is received).
             self._slots.mark_used(permit, response.task_token, response.activity_type.name)
-            self._dispatch(response, reserved)
+            self._dispatch(response, reservation)
             handed_over = True
         except asyncio.CancelledError:
             if self._stopping:
@@ -230,8 +229,8 @@ class Poller:
             raise
         finally:
             if not handed_over:
-                if reserved and self._pool is not None:
-                    self._pool.unreserve()
+                if reservation is not None:
+                    reservation.release()
                 self._slots.release_unused(permit)
 
     @property

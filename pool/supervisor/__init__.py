@@ -1,7 +1,8 @@
 """The supervisor room: the process pool (spawn, watch, recycle, kill children), the
 scheduling of tasks onto them and the pure decisions both make.
 
-    reserve() ─▶ ProcessPool.run(task) ─▶ task pipe ─▶ child ─▶ TaskDone ─▶ future
+    reserve() ─▶ Reservation ─▶ ProcessPool.run(task, reservation=)
+              ─▶ task pipe ─▶ child ─▶ TaskDone ─▶ future
          ▲ Scheduler: promises, idle children, lookahead windows (Lookahead), prefetch
     sentinel ─▶ Supervision.on_exit ─▶ policy.decide_exit ─▶ respawn / backoff / fatal
 
@@ -12,6 +13,7 @@ process; scheduler.py, lookahead.py and policy.py pure (no processes, no I/O).
 from .children import ChildKilled, ChildMemoryExceeded, ChildSnapshot, TaskTransferError
 from .lookahead import Lookahead
 from .pool import PoolSnapshot, ProcessPool
+from .scheduler import Reservation
 
 __all__ = [
     "ChildKilled",
@@ -20,5 +22,6 @@ __all__ = [
     "Lookahead",
     "PoolSnapshot",
     "ProcessPool",
+    "Reservation",
     "TaskTransferError",
 ]

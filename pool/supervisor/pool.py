@@ -47,7 +47,7 @@ from .children import (
     task_bytes,
 )
 from .lookahead import Lookahead
-from .scheduler import Scheduler
+from .scheduler import Reservation, Scheduler
 from .supervision import Supervision
 
 __all__ = ["PoolSnapshot", "ProcessPool"]
@@ -266,12 +266,13 @@ class ProcessPool:
         assert self._loop is not None
         return self._scheduler.promisable(self._loop.time())
 
-    async def reserve(self) -> None:
+    async def reserve(self) -> Reservation:
         """Wait until a child can be promised to the next task: an idle one, or a busy
         one expected to finish within a poll round trip (``PoolConfig.lookahead``).
 
         With ``PoolConfig.prefetch`` = N, up to N promises more than that: those
-        tasks wait in :meth:`run` for the next child that finishes.
+        tasks wait in :meth:`run` for the next child that finishes. The promise holds
+        until :meth:`run` uses it or the caller releases it.
         """
         supervision = self._supervision
         if self.promisable() <= 0 and not supervision.closing:
@@ -279,26 +280,29 @@ class ProcessPool:
         if supervision.closing:
             raise PoolError("The process pool is stopping")
         self._scheduler.promise()
+        return Reservation(self._give_back)
 
-    def unreserve(self) -> None:
-        """Give back a promise (the poll came back empty, or the task was async)."""
-        self._scheduler.give_back()
-        self._notify()
-
-    def claim(self) -> None:
+    def claim(self) -> Reservation:
         """Promise a child now, even beyond what :meth:`reserve` allows: for work already
         accepted (a local activity). :meth:`run` then waits for an idle child if need be,
         and no poll is made for the child it is about to take."""
         self._scheduler.promise_now()
+        return Reservation(self._give_back)
+
+    def _give_back(self, notify: bool) -> None:
+        self._scheduler.give_back()
+        if notify:
+            self._notify()
 
     async def run(
-        self, task: RunTask, *, reserved: bool = True
+        self, task: RunTask, *, reservation: Reservation | None = None
     ) -> tuple[int, asyncio.Future[TaskDone]]:
         """Start ``task`` on an idle child. Returns (pid, future of its TaskDone).
 
-        ``reserved``: the caller holds a reservation from :meth:`reserve`, used up here.
-        Without one (a task that waited for its activity type's limit) the task takes
-        the next idle child ahead of the pollers' promises.
+        ``reservation`` (from :meth:`reserve` or :meth:`claim`) is used here, whether
+        the task starts or not. Without one, or with one already released (a task that
+        waited for its activity type's limit), the task takes the next idle child
+        ahead of the pollers' promises.
         """
         assert self._loop is not None
         # The promise stays counted until the task has its child: a task waiting here
@@ -306,12 +310,12 @@ class ProcessPool:
         try:
             child = await self._deliver(task_bytes(task))
         except BaseException:
-            if reserved:
-                self._scheduler.give_back()
+            if reservation is not None:
+                reservation.use()
             self._notify()
             raise
-        if reserved:
-            self._scheduler.give_back()
+        if reservation is not None:
+            reservation.use()
         child.state = ChildState.BUSY
         child.task = task
         child.future = self._loop.create_future()

@@ -16,13 +16,48 @@ child (:meth:`Scheduler.give_back`), so a task waiting for a busy child still ho
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from .lookahead import Lookahead
 
-__all__ = ["Scheduler"]
+__all__ = ["Reservation", "Scheduler"]
 
 C = TypeVar("C")  # a child: hashable by identity
+
+
+class Reservation:
+    """A child promised to one task (``ProcessPool.reserve`` or ``claim``): held until
+    it ends, once.
+
+    It ends by :meth:`use` (``ProcessPool.run``: the task has its child) or by
+    :meth:`release` (nobody needs it: the poll came back empty, the task runs outside
+    the children, or it waits for its activity type's limit). Both are idempotent, so
+    every path that may hold it ends it without knowing whether another did already.
+    ``give_back(notify)`` returns the promise to the scheduler; ``notify``: wake those
+    waiting for a promise (a used one turns into a busy child, so it frees nothing).
+    """
+
+    __slots__ = ("_give_back", "held")
+
+    def __init__(self, give_back: Callable[[bool], None]) -> None:
+        self._give_back = give_back
+        self.held = True
+
+    def __repr__(self) -> str:
+        return f"<Reservation {'held' if self.held else 'ended'}>"
+
+    def use(self) -> None:
+        """The task took its child."""
+        if self.held:
+            self.held = False
+            self._give_back(False)
+
+    def release(self) -> None:
+        """Give the promise back unused: another poll may be made for the child."""
+        if self.held:
+            self.held = False
+            self._give_back(True)
 
 
 class Scheduler(Generic[C]):

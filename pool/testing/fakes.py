@@ -29,7 +29,7 @@ from temporalio.api.workflowservice.v1 import (
 
 from runner import RunTask, TaskDone
 
-from ..supervisor import ChildKilled
+from ..supervisor import ChildKilled, Reservation
 
 __all__ = [
     "FakeActivityService",
@@ -102,18 +102,21 @@ class FakeProcessPool:
         self.pid = pid
         self.kill_on_cancel = kill_on_cancel
         self.ran: list[RunTask] = []
-        self.reserved: list[bool] = []  # run(reserved=) of each task
+        self.reservations: list[Reservation | None] = []  # run(reservation=) of each task
+        self.reservations_used = 0  # promises that ended in run() ...
+        self.reservations_released = 0  # ... and those given back unused
         self.cancels: list[tuple[int, Any, str]] = []  # (task id, details, reason)
-        self.unreserved = 0
         self.shutdown_broadcast = False
         self._held: dict[int, asyncio.Future[TaskDone]] = {}
         self.started = asyncio.Event()  # set by every run()
 
     async def run(
-        self, task: RunTask, *, reserved: bool = True
+        self, task: RunTask, *, reservation: Reservation | None = None
     ) -> tuple[int, asyncio.Future[TaskDone]]:
         self.ran.append(task)
-        self.reserved.append(reserved)
+        self.reservations.append(reservation)
+        if reservation is not None:
+            reservation.use()
         future: asyncio.Future[TaskDone] = asyncio.get_running_loop().create_future()
         if self._respond is None:
             self._held[task.task_id] = future
@@ -124,6 +127,16 @@ class FakeProcessPool:
                 future.set_exception(err)
         self.started.set()
         return self.pid, future
+
+    def promise(self) -> Reservation:
+        """A reservation as ``ProcessPool.reserve`` hands out, counted when it ends."""
+        return Reservation(self._reservation_ended)
+
+    def _reservation_ended(self, released: bool) -> None:
+        if released:
+            self.reservations_released += 1
+        else:
+            self.reservations_used += 1
 
     def finish(self, task_id: int, done: TaskDone) -> None:
         """End a held task with ``done``."""
@@ -139,9 +152,6 @@ class FakeProcessPool:
         else:
             cancelled = encoded_failure(temporalio.exceptions.CancelledError("Cancelled"))
             future.set_result(TaskDone(task_id=task_id, outcome="cancelled", failure=cancelled))
-
-    def unreserve(self) -> None:
-        self.unreserved += 1
 
     def broadcast_shutdown(self) -> None:
         self.shutdown_broadcast = True

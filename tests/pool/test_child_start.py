@@ -55,8 +55,8 @@ class _Pool:
         await self.pool.stop()
 
     async def run(self, name: str) -> Any:
-        await self.pool.reserve()
-        _, future = await self.pool.run(_task(next(self.ids), name))
+        reservation = await self.pool.reserve()
+        _, future = await self.pool.run(_task(next(self.ids), name), reservation=reservation)
         done = await future
         assert done.outcome == "completed", done
         return done.value

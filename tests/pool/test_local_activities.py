@@ -25,6 +25,7 @@ from temporalio.testing import ActivityEnvironment
 
 import pool
 from pool._local import EXECUTE_PARAMETERS, LocalActivityExecutor
+from pool.supervisor import Reservation
 from runner import RunTask, TaskDone
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _activities as A
@@ -117,20 +118,26 @@ class _FakePool:
         self.shutdowns = 0
         self._freed = asyncio.Event()
 
-    def claim(self) -> None:
+    def claim(self) -> Reservation:
         self.claims += 1
+        return Reservation(self._claim_ended)
 
-    async def run(self, task: RunTask, *, reserved: bool) -> tuple[int, asyncio.Future[TaskDone]]:
-        assert reserved
+    def _claim_ended(self, released: bool) -> None:
+        self.claims -= 1
+
+    async def run(
+        self, task: RunTask, *, reservation: Reservation | None = None
+    ) -> tuple[int, asyncio.Future[TaskDone]]:
+        assert reservation is not None and reservation.held
         while self.free == 0:
             self._freed.clear()
             try:
                 await self._freed.wait()
             except asyncio.CancelledError:
-                self.claims -= 1  # the real pool gives the promise back
+                reservation.use()  # the real pool ends the promise either way
                 raise
         self.free -= 1
-        self.claims -= 1
+        reservation.use()
         self.tasks.append(task)
         self.done[task.task_id] = asyncio.get_running_loop().create_future()
         return 4242, self.done[task.task_id]

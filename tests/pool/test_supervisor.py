@@ -1,5 +1,6 @@
 """The ProcessPool on its own (no server): crash isolation, replacement, cancel
-latency, recycling, crash loops, memory limits. Pure decisions: test_supervisor_policy."""
+latency, recycling, crash loops, memory limits; every test of a running pool under both
+start methods (forkserver, spawn). Pure decisions: test_supervisor_policy."""
 
 from __future__ import annotations
 
@@ -52,11 +53,19 @@ def _task(task_id: int, name: str, *args: Any) -> RunTask:
     )
 
 
+@pytest.fixture(params=["forkserver", "spawn"])
+def start_method(request: pytest.FixtureRequest) -> str:
+    """Every test of a running pool runs under both start methods."""
+    return request.param
+
+
 class _Pool:
     """A started ProcessPool plus a counter of task ids and the fatal errors seen."""
 
-    def __init__(self, processes: int = 2, **config: Any) -> None:
-        self.pool = pool.ProcessPool(processes, config=pool.PoolConfig(**config))
+    def __init__(self, start_method: str, processes: int = 2, **config: Any) -> None:
+        self.pool = pool.ProcessPool(
+            processes, config=pool.PoolConfig(start_method=start_method, **config)
+        )
         self.fatal: list[BaseException] = []
         self.ids = iter(range(1, 1_000_000))
 
@@ -74,8 +83,8 @@ class _Pool:
 
     async def start(self, name: str, *args: Any) -> tuple[int, int, asyncio.Future]:
         task_id = next(self.ids)
-        await self.pool.reserve()
-        pid, future = await self.pool.run(_task(task_id, name, *args))
+        reservation = await self.pool.reserve()
+        pid, future = await self.pool.run(_task(task_id, name, *args), reservation=reservation)
         return task_id, pid, future
 
     async def run(self, name: str, *args: Any):
@@ -83,16 +92,17 @@ class _Pool:
         return await future
 
 
-async def test_children_start_and_run_tasks():
-    async with _Pool(2) as p:
+async def test_children_start_and_run_tasks(start_method):
+    async with _Pool(start_method, 2) as p:
         assert len(p.pool.pids) == 2
         done = await p.run("burn", 10, 7)
         assert done.outcome == "completed" and done.value == [7, 49]
         assert done.cpu_seconds >= 0.009
         assert repr(p.pool).startswith("<ProcessPool [Children: 2 alive")
+        assert p.pool.config.start_method == start_method
 
 
-async def test_activity_info_in_the_child_equals_the_parents():
+async def test_activity_info_in_the_child_equals_the_parents(start_method):
     from datetime import datetime, timedelta, timezone
 
     info = dataclasses.replace(
@@ -105,16 +115,17 @@ async def test_activity_info_in_the_child_equals_the_parents():
         retry_policy=temporalio.common.RetryPolicy(maximum_attempts=9),
         workflow_run_id="run-1",
     )
-    async with _Pool(1) as p:
-        await p.pool.reserve()
+    async with _Pool(start_method, 1) as p:
+        reservation = await p.pool.reserve()
         _, future = await p.pool.run(
-            RunTask(
+            reservation=reservation,
+            task=RunTask(
                 task_id=1,
                 activity_type="info_in_child",
                 args=(),
                 info=info,
                 heartbeat_interval=30.0,
-            )
+            ),
         )
         done = await future
     assert done.outcome == "completed", done
@@ -131,8 +142,8 @@ async def test_activity_info_in_the_child_equals_the_parents():
         ("segfaults", "SIGSEGV"),
     ],
 )
-async def test_a_crash_fails_only_that_task_and_is_replaced(name, fragment):
-    async with _Pool(2) as p:
+async def test_a_crash_fails_only_that_task_and_is_replaced(start_method, name, fragment):
+    async with _Pool(start_method, 2) as p:
         _, other_pid, other = await p.start("burn", 300, 2)
         _, pid, crashing = await p.start(name)
         with pytest.raises(pool.ChildProcessDied, match=fragment) as info:
@@ -145,8 +156,8 @@ async def test_a_crash_fails_only_that_task_and_is_replaced(name, fragment):
         assert (await p.run("burn", 1, 3)).value == [3, 9]
 
 
-async def test_an_idle_child_that_dies_is_replaced():
-    async with _Pool(2) as p:
+async def test_an_idle_child_that_dies_is_replaced(start_method):
+    async with _Pool(start_method, 2) as p:
         victim = p.pool.pids[0]
         os.kill(victim, signal.SIGKILL)
         await async_assert_eventually(
@@ -157,9 +168,9 @@ async def test_an_idle_child_that_dies_is_replaced():
         assert snapshot.replacement_seconds[0] < 1.0
 
 
-async def test_cancel_raises_inside_the_child_within_100ms(tmp_path):
+async def test_cancel_raises_inside_the_child_within_100ms(start_method, tmp_path):
     ready = tmp_path / "ready"
-    async with _Pool(1) as p:
+    async with _Pool(start_method, 1) as p:
         task_id, pid, future = await p.start("timed_cancel_probe", str(ready))
         await async_assert_eventually(ready.exists)
         sent = time.monotonic()
@@ -169,9 +180,9 @@ async def test_cancel_raises_inside_the_child_within_100ms(tmp_path):
         assert 0 <= done.value - sent < 0.1, done.value - sent
 
 
-async def test_a_child_that_ignores_cancellation_is_killed_after_the_grace(tmp_path):
+async def test_a_child_that_ignores_cancellation_is_killed_after_the_grace(start_method, tmp_path):
     ready = tmp_path / "ready"
-    async with _Pool(1, cancel_grace=0.3, kill_escalation=0.1) as p:
+    async with _Pool(start_method, 1, cancel_grace=0.3, kill_escalation=0.1) as p:
         task_id, pid, future = await p.start("ignores_signals_forever", str(ready))
         await async_assert_eventually(ready.exists)
         sent = time.monotonic()
@@ -183,16 +194,16 @@ async def test_a_child_that_ignores_cancellation_is_killed_after_the_grace(tmp_p
         assert p.pool.snapshot().kills == 1 and p.pool.snapshot().deaths == 0
 
 
-async def test_recycling_by_task_count_fails_no_task():
-    async with _Pool(1, max_tasks_per_child=2) as p:
+async def test_recycling_by_task_count_fails_no_task(start_method):
+    async with _Pool(start_method, 1, max_tasks_per_child=2) as p:
         pids = [(await p.run("pid_of_child")).value for _ in range(5)]
         assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
         assert p.pool.snapshot().recycles == 2
 
 
-async def test_recycling_by_memory_after_the_task():
+async def test_recycling_by_memory_after_the_task(start_method):
     limit = 150 * 1024 * 1024
-    async with _Pool(1, max_memory_per_child=limit, memory_check_interval=0.05) as p:
+    async with _Pool(start_method, 1, max_memory_per_child=limit, memory_check_interval=0.05) as p:
         first = (await p.run("allocate_and_hold", 200, 0.3)).value
         await async_assert_eventually(lambda: first not in p.pool.pids and len(p.pool.pids) == 1)
         second = (await p.run("pid_of_child")).value
@@ -200,8 +211,9 @@ async def test_recycling_by_memory_after_the_task():
         assert p.pool.snapshot().recycles == 1
 
 
-async def test_hard_memory_limit_kills_the_task():
+async def test_hard_memory_limit_kills_the_task(start_method):
     async with _Pool(
+        start_method,
         1,
         max_memory_per_child=100 * 1024 * 1024,
         hard_memory_per_child=150 * 1024 * 1024,
@@ -211,9 +223,9 @@ async def test_hard_memory_limit_kills_the_task():
             await p.run("allocate_and_hold", 300, 30)
 
 
-async def test_deaths_of_ready_children_never_become_fatal():
+async def test_deaths_of_ready_children_never_become_fatal(start_method):
     async with _Pool(
-        1, crash_loop_max_deaths=2, respawn_backoff=0.001, respawn_backoff_max=0.01
+        start_method, 1, crash_loop_max_deaths=2, respawn_backoff=0.001, respawn_backoff_max=0.01
     ) as p:
         for _ in range(20):
             with pytest.raises(pool.ChildProcessDied):
@@ -225,8 +237,8 @@ async def test_deaths_of_ready_children_never_become_fatal():
         assert snapshot.respawns_delayed == 19  # the first death is replaced at once
 
 
-async def test_stop_leaves_no_child():
-    async with _Pool(2) as p:
+async def test_stop_leaves_no_child(start_method):
+    async with _Pool(start_method, 2) as p:
         pids = list(p.pool.pids)
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -245,25 +257,18 @@ def test_pool_config_validation():
     assert dataclasses.replace(pool.PoolConfig(), processes=3).size == 3
 
 
-async def test_prefetch_promises_one_task_beyond_the_idle_children():
-    async with _Pool(1, prefetch=1) as p:
-        await p.pool.reserve()
-        await p.pool.reserve()  # one beyond the single idle child
+async def test_prefetch_promises_one_task_beyond_the_idle_children(start_method):
+    async with _Pool(start_method, 1, prefetch=1) as p:
+        first_promise = await p.pool.reserve()
+        second_promise = await p.pool.reserve()  # one beyond the single idle child
         assert p.pool.free() == -1
         with pytest.raises(asyncio.TimeoutError):  # no further than the prefetch allows
             await asyncio.wait_for(p.pool.reserve(), timeout=0.2)
-        first_pid, first = await p.pool.run(_task(1, "burn", 200, 1))
-        second = asyncio.create_task(p.pool.run(_task(2, "burn", 1, 2)))
+        first_pid, first = await p.pool.run(_task(1, "burn", 200, 1), reservation=first_promise)
+        second = asyncio.create_task(p.pool.run(_task(2, "burn", 1, 2), reservation=second_promise))
         assert (await first).value == [1, 1]
         second_pid, second_done = await second  # waited for the child to finish
         assert second_pid == first_pid and (await second_done).value == [2, 4]
-
-
-async def test_spawn_start_method_works_too():
-    async with _Pool(1, start_method="spawn") as p:
-        done = await p.run("burn", 1, 6)
-        assert done.value == [6, 36]
-        assert p.pool.config.start_method == "spawn"
 
 
 MAIN_GUARD_SCRIPT = """
@@ -286,10 +291,10 @@ if __name__ == "__main__":
                       converter=temporalio.converter.DataConverter.default,
                       heartbeat_sender=None, on_fatal=print)
         try:
-            await p.reserve()
-            _, future = await p.run(RunTask(task_id=1, activity_type="echo",
-                                            args=(OnlyInMain(3),), info=_info("echo"),
-                                            heartbeat_interval=30.0))
+            reservation = await p.reserve()
+            task = RunTask(task_id=1, activity_type="echo", args=(OnlyInMain(3),),
+                           info=_info("echo"), heartbeat_interval=30.0)
+            _, future = await p.run(task, reservation=reservation)
             done = await future
             print(done.outcome, done.value)
         finally:
@@ -319,8 +324,8 @@ def test_arguments_of_classes_defined_under_a_main_guard(tmp_path):
     assert proc.stdout.strip() == "completed OnlyInMain(x=3)"
 
 
-async def test_lookahead_promises_a_busy_child_near_its_expected_end():
-    async with _Pool(1) as p:
+async def test_lookahead_promises_a_busy_child_near_its_expected_end(start_method):
+    async with _Pool(start_method, 1) as p:
         for _ in range(Lookahead.MIN_RUNS):  # history: this type runs ~0.4 s
             assert (await p.run("ignores_cancellation", 0.4)).value == "finished"
         # What the poller feeds it: 200 ms round trips (allowed up to 200 ms here).
@@ -329,11 +334,12 @@ async def test_lookahead_promises_a_busy_child_near_its_expected_end():
         task_id, pid, long_one = await p.start("ignores_cancellation", 60.0)
         assert p.pool.promisable() == 0  # busy, and ~0.2 s before its window opens
         started = time.monotonic()
-        await asyncio.wait_for(p.pool.reserve(), timeout=10)
+        reservation = await asyncio.wait_for(p.pool.reserve(), timeout=10)
         assert time.monotonic() - started >= 0.1  # not before one round trip before its end
         assert not long_one.done()  # promised while still busy
         assert p.pool.promisable() == 0  # one promise per busy child
-        p.pool.unreserve()
+        reservation.release()
+        reservation.release()  # a second release gives back nothing more
         assert p.pool.promisable() == 1  # the window is still open ...
         # ... and closes once the task overruns its expected end by a round trip.
         await async_assert_eventually(lambda: p.pool.promisable() == 0)
@@ -343,8 +349,8 @@ async def test_lookahead_promises_a_busy_child_near_its_expected_end():
             await long_one
 
 
-async def test_lookahead_off_polls_only_for_idle_children():
-    async with _Pool(1, lookahead=False) as p:
+async def test_lookahead_off_polls_only_for_idle_children(start_method):
+    async with _Pool(start_method, 1, lookahead=False) as p:
         for _ in range(Lookahead.MIN_RUNS):
             await p.run("burn", 1, 1)
         p.pool.lookahead.observe_poll(0.05)
@@ -398,14 +404,17 @@ async def test_one_bad_message_in_a_read_does_not_lose_the_others(caplog):
         theirs.close()
 
 
-async def test_a_task_waiting_for_its_busy_child_keeps_the_promise():
-    async with _Pool(1) as p:
+async def test_a_task_waiting_for_its_busy_child_keeps_the_promise(start_method):
+    async with _Pool(start_method, 1) as p:
         for _ in range(Lookahead.MIN_RUNS):
             await p.run("ignores_cancellation", 0.05)
         p.pool.lookahead.observe_poll(0.05)
         task_id, pid, long_one = await p.start("ignores_cancellation", 60.0)
-        await asyncio.wait_for(p.pool.reserve(), timeout=10)  # lookahead: child still busy
-        waiting = asyncio.create_task(p.pool.run(_task(task_id + 1, "burn", 1, 5)))
+        # lookahead: child still busy
+        reservation = await asyncio.wait_for(p.pool.reserve(), timeout=10)
+        waiting = asyncio.create_task(
+            p.pool.run(_task(task_id + 1, "burn", 1, 5), reservation=reservation)
+        )
         await async_assert_eventually(lambda: p.pool.snapshot().tasks_waited == 1)
         # The waiting task still holds the busy child: no second poll for it.
         assert p.pool.promisable() <= 0
@@ -417,17 +426,21 @@ async def test_a_task_waiting_for_its_busy_child_keeps_the_promise():
         assert p.pool.promisable() == 1 and p.pool.snapshot().task_wait_seconds > 0
 
 
-async def test_a_child_backs_several_polls_when_tasks_are_short():
-    async with _Pool(1) as p:
+async def test_a_child_backs_several_polls_when_tasks_are_short(start_method):
+    async with _Pool(start_method, 1) as p:
         p.pool.lookahead.MAX_AHEAD = 1.0
         p.pool.lookahead.observe_poll(1.0)  # a slow server: 1 s round trips
         assert p.pool.promisable() == 1
         for _ in range(Lookahead.RECENT_KEPT):  # and tasks of a few ms
             await p.run("burn", 1, 1)
         assert p.pool.promisable() == Lookahead.MAX_DEPTH
-        for _ in range(Lookahead.MAX_DEPTH):
-            await asyncio.wait_for(p.pool.reserve(), timeout=10)
+        promises = [
+            await asyncio.wait_for(p.pool.reserve(), timeout=10) for _ in range(Lookahead.MAX_DEPTH)
+        ]
         assert p.pool.promisable() == 0
-        dones = [await p.pool.run(_task(100 + n, "burn", 1, n)) for n in range(Lookahead.MAX_DEPTH)]
+        dones = [
+            await p.pool.run(_task(100 + n, "burn", 1, n), reservation=promise)
+            for n, promise in enumerate(promises)
+        ]
         for n, (_pid, done) in enumerate(dones):
             assert (await done).value == [n, n * n]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pool.supervisor.lookahead import Lookahead
-from pool.supervisor.scheduler import Scheduler
+from pool.supervisor.scheduler import Reservation, Scheduler
 
 pytestmark = pytest.mark.unit
 
@@ -127,3 +127,18 @@ def test_waits_are_counted_timed_and_shown():
     scheduler.add_idle("a")
     scheduler.promise()
     assert repr(scheduler) == "<Scheduler [idle: 1, reserved: 1, windows: 0 | prefetch: 0]>"
+
+
+def test_a_reservation_ends_once_whichever_way_and_however_often_it_is_ended():
+    ended: list[bool] = []  # the notify flag of each give-back
+    used = Reservation(ended.append)
+    assert used.held
+    used.use()
+    used.use()
+    used.release()  # the task took its child: releasing it later gives back nothing
+    assert ended == [False] and not used.held
+    released = Reservation(ended.append)
+    released.release()
+    released.release()
+    released.use()  # a task that waited for its type's limit: it runs unreserved
+    assert ended == [False, True] and not released.held

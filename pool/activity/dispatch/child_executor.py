@@ -27,6 +27,7 @@ import runner.metrics
 import runner.trace
 from pool._errors import ChildProcessDied
 from pool.supervisor import ChildKilled, ChildMemoryExceeded, TaskTransferError
+from pool.supervisor.scheduler import Reservation
 from runner import RunTask, TaskDone
 
 from .codec import EncodedArgs, decode_child_failure
@@ -39,12 +40,10 @@ class ChildPool(Protocol):
     """What the dispatcher uses of the process pool (pool.supervisor.ProcessPool)."""
 
     async def run(
-        self, task: RunTask, *, reserved: bool = True
+        self, task: RunTask, *, reservation: Reservation | None = None
     ) -> tuple[int, Awaitable[TaskDone]]: ...
 
     def cancel(self, pid: int, task_id: int, details: Any, reason: str) -> None: ...
-
-    def unreserve(self) -> None: ...
 
     def broadcast_shutdown(self) -> None: ...
 
@@ -103,9 +102,10 @@ class ChildExecutor:
         await self._shared_state.register_heartbeater(token, on_heartbeat)
         done: TaskDone | None = None
         try:
-            reserved, task.reserved_child = task.reserved_child, False  # run() consumes it
             try:
-                pid, future = await self._pool.run(_run_task(task, input.args), reserved=reserved)
+                pid, future = await self._pool.run(
+                    _run_task(task, input.args), reservation=task.reservation
+                )
             except TaskTransferError as err:
                 raise temporalio.exceptions.ApplicationError(
                     str(err), type="ArgumentTransferError"

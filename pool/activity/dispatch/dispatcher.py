@@ -42,6 +42,7 @@ from pool.activity.heartbeats import HeartbeatManager, throttle_interval
 from pool.activity.service import ActivityService
 from pool.activity.slots import Slots
 from pool.observe.sdk_metrics import ActivityMetrics
+from pool.supervisor.scheduler import Reservation
 
 from . import decode
 from .child_executor import ChildExecutor, ChildPool
@@ -169,9 +170,9 @@ class Dispatcher:
 
     # -- entry points -------------------------------------------------------------------
 
-    def start(self, resp: PollActivityTaskQueueResponse, reserved_child: bool) -> None:
+    def start(self, resp: PollActivityTaskQueueResponse, reservation: Reservation | None) -> None:
         """Take ownership of a polled task (and of its slot and child reservation)."""
-        handle = asyncio.create_task(self._handle(resp, reserved_child), name="activity-task")
+        handle = asyncio.create_task(self._handle(resp, reservation), name="activity-task")
         self._running.add(handle)
         handle.add_done_callback(self._task_finished)
 
@@ -246,7 +247,9 @@ class Dispatcher:
 
     # -- one task ----------------------------------------------------------------------
 
-    async def _handle(self, resp: PollActivityTaskQueueResponse, reserved_child: bool) -> None:
+    async def _handle(
+        self, resp: PollActivityTaskQueueResponse, reservation: Reservation | None
+    ) -> None:
         task = Task(
             id=next(self._ids),
             token=resp.task_token,
@@ -262,7 +265,7 @@ class Dispatcher:
             task.give_up_at = task.received + limit.total_seconds()
         try:
             try:
-                outcome = await self._execute(task, resp, reserved_child)
+                outcome = await self._execute(task, resp, reservation)
             except Exception as err:  # our own bug: still report the task
                 logger.exception(
                     "Internal error running %s", task.activity_type, extra=log_context(task)
@@ -278,17 +281,17 @@ class Dispatcher:
             self._release_slot(task.token)
 
     async def _execute(
-        self, task: Task, resp: PollActivityTaskQueueResponse, reserved_child: bool
+        self, task: Task, resp: PollActivityTaskQueueResponse, reservation: Reservation | None
     ) -> Outcome:
-        """Decode, wait for the type's slot, run; the child reservation is given back
-        on every path that does not hand it to the pool."""
+        """Decode, wait for the type's slot, run; the child reservation is released on
+        every path that does not hand it to the pool (releasing a used one does nothing)."""
         defn = self._activities.get(task.activity_type, self._dynamic)
         if defn is not None:
             task.executor = self._executors[0] if defn.is_async else self._executors[1]
-        if reserved_child and (task.executor is None or not task.executor.takes_child):
-            self._unreserve()
-            reserved_child = False
-        task.reserved_child = reserved_child
+        if reservation is not None and (task.executor is None or not task.executor.takes_child):
+            reservation.release()
+            reservation = None
+        task.reservation = reservation
         try:
             if defn is None:
                 error = not_registered(
@@ -297,13 +300,8 @@ class Dispatcher:
                 return await from_verdict(task, decide(error), self._dc)
             return await self._decode_and_run(task, resp, defn)
         finally:
-            if task.reserved_child:
-                task.reserved_child = False
-                self._unreserve()
-
-    def _unreserve(self) -> None:
-        assert self._pool is not None
-        self._pool.unreserve()
+            if reservation is not None:
+                reservation.release()
 
     async def _decode_and_run(
         self,
@@ -373,9 +371,8 @@ class Dispatcher:
             await type_slots.acquire()
             return
         task.state = State.WAITING
-        if task.reserved_child and self._pool is not None:
-            task.reserved_child = False
-            self._pool.unreserve()
+        if task.reservation is not None:
+            task.reservation.release()
         logger.debug(
             "%s waits: its activity_type_limits is reached",
             task.activity_type,

@@ -26,6 +26,7 @@ from temporalio.api.common.v1 import Payloads
 import runner.context
 from pool._interceptors import Innermost
 from pool.activity.threads import ThreadCancelRaiser
+from pool.supervisor.scheduler import Reservation
 
 __all__ = ["CancelTargets", "Details", "Executor", "RunningTask", "State", "Task"]
 
@@ -129,7 +130,7 @@ class Task:
     chain: asyncio.Task[Any] | None = None  # the interceptor chain, for every kind
     context: Any = None  # the activity context the chain runs in
     innermost: Innermost | None = None
-    reserved_child: bool = False  # a child is promised to this task until run() takes it
+    reservation: Reservation | None = None  # the child promised to it; run() uses it
     # Payloads the child converts (issue 13): the earlier attempt's heartbeat details
     # (codec applied in reverse), and whether the child returns the result as payloads.
     encoded_heartbeat: bytes | None = None

@@ -117,7 +117,7 @@ class Harness:
         resp.input.payloads.extend(DEFAULT.payload_converter.to_payloads(args))
         for name, seconds in timeouts.items():
             getattr(resp, name).FromTimedelta(timedelta(seconds=seconds))
-        self.dispatcher.start(resp, reserved)
+        self.dispatcher.start(resp, self.pool.promise() if reserved else None)
         return resp.task_token
 
     async def idle(self) -> None:
@@ -208,7 +208,7 @@ async def test_an_unregistered_activity_fails_with_not_found_and_gives_its_child
     assert name == "RespondActivityTaskFailed"
     assert request.failure.application_failure_info.type == "NotFoundError"
     assert "crunch, waits" in request.failure.message
-    assert h.pool.unreserved == 1 and h.pool.ran == []
+    assert h.pool.reservations_released == 1 and h.pool.ran == []
 
 
 async def test_the_reservation_goes_to_the_child_or_back_to_the_pool():
@@ -218,8 +218,33 @@ async def test_the_reservation_goes_to_the_child_or_back_to_the_pool():
     _events["r"].set()
     h.start("waits", "r", reserved=True)  # an async one: given back
     await h.idle()
-    assert h.pool.reserved == [True]
-    assert h.pool.unreserved == 1
+    assert [r is not None for r in h.pool.reservations] == [True]
+    assert (h.pool.reservations_used, h.pool.reservations_released) == (1, 1)
+
+
+async def test_a_task_waiting_for_its_types_limit_gives_its_child_back_meanwhile():
+    h = Harness(type_limits={"crunch": 1})  # the fake pool holds each task
+    h.start("crunch", 1, reserved=True)
+    await asyncio.wait_for(h.pool.started.wait(), 10)
+    second = h.start("crunch", 2, reserved=True)
+
+    async def second_waits_for_the_slot() -> None:
+        while [t.state for t in h.dispatcher.running() if t.token == second] != [State.WAITING]:
+            await asyncio.sleep(0)  # yield to the loop until the task reaches that state
+
+    await asyncio.wait_for(second_waits_for_the_slot(), 10)
+    assert (h.pool.reservations_used, h.pool.reservations_released) == (1, 1)
+    h.pool.started.clear()
+    first = h.pool.ran[0].task_id
+    h.pool.finish(first, TaskDone(task_id=first, outcome="completed", value=1))
+    await asyncio.wait_for(h.pool.started.wait(), 10)
+    # It ran on a reservation already given back: the pool counted nothing twice.
+    assert [r is not None and r.held for r in h.pool.reservations] == [False, False]
+    assert (h.pool.reservations_used, h.pool.reservations_released) == (1, 1)
+    again = h.pool.ran[1].task_id
+    h.pool.finish(again, TaskDone(task_id=again, outcome="completed", value=2))
+    await h.idle()
+    assert sorted(h.service.reports()) == ["RespondActivityTaskCompleted"] * 2
 
 
 async def test_a_cancel_while_running_reaches_the_child_and_reports_cancelled():
