@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from multiprocess import get_context
 
 from runner import ActivitySpec, CancelTask, RunTask, TaskDone
 
+from .._changes import Changes
 from .._config import PoolConfig
 from .._errors import PoolError
 from .children import (
@@ -98,7 +98,7 @@ class ProcessPool:
         self.lookahead = Lookahead(self.config.lookahead)
         self._scheduler: Scheduler[Child] = Scheduler(self.lookahead, self.config.prefetch)
         self._supervision = Supervision(self.config, self._scheduler, self._notify)
-        self._waiters: list[asyncio.Future[None]] = []
+        self._changes = Changes()
         self._started = False
         self._monitor: asyncio.Task[None] | None = None
 
@@ -227,30 +227,10 @@ class ProcessPool:
 
     async def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Wait until ``predicate()`` holds (re-checked on every pool change)."""
-        assert self._loop is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not predicate():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except asyncio.TimeoutError:
-                return predicate()
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-        return True
+        return await self._changes.until(predicate, timeout)
 
     def _notify(self) -> None:
-        if not self._waiters:
-            return
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._changes.notify()
 
     # -- reservations and tasks ----------------------------------------------------------
 

@@ -37,6 +37,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
 
 import runner.context
+from pool._changes import Changes
 from pool._interceptors import Innermost, Outbound, build_chain
 from pool.activity.heartbeats import HeartbeatManager, throttle_interval
 from pool.activity.service import ActivityService
@@ -111,7 +112,7 @@ class Dispatcher:
         self._deadlines = Deadlines(settings.local_timeout_buffer, self.cancel)
         self._tasks: dict[bytes, Task] = {}
         self._running: set[asyncio.Task[None]] = set()
-        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._idle = Changes()  # woken when the last task handler ends
         self._shutdown_thread_event = threading.Event()
         self._shutdown_async_event = asyncio.Event()
         self._shutdown_cancelling = False
@@ -181,22 +182,11 @@ class Dispatcher:
         if not handle.cancelled() and handle.exception() is not None:
             logger.error("Activity task handler failed", exc_info=handle.exception())
         if not self._running:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._idle.notify()
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every accepted task has been reported. False on timeout."""
-        if not self._running:
-            return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._idle_waiters.append(waiter)
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        return await self._idle.until(lambda: not self._running, timeout)
 
     def begin_shutdown(self) -> None:
         """``activity.is_worker_shutdown()`` turns true everywhere."""
