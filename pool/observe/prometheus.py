@@ -23,6 +23,7 @@ from .health import HealthServer
 if TYPE_CHECKING:
     from ..supervisor import PoolSnapshot
     from ..worker import Worker
+    from ..worker.snapshot import SlotsSnapshot, WorkerSnapshot
 
 __all__ = ["PoolMetrics", "serve_metrics"]
 
@@ -57,18 +58,17 @@ class PoolMetrics(Collector):
         self.registry.register(self)
 
     def collect(self) -> Iterator[Any]:
-        worker = self._worker
-        if worker.activity_slots is not None:
-            yield from _slot_families(worker.activity_slots)
-        snapshot = worker.snapshot(sample=True)
-        if worker.dispatcher is not None:
+        snapshot = self._worker.snapshot(sample=True)
+        if snapshot.slots is not None:
+            yield from _slot_families(snapshot.slots)
+        if snapshot.dispatching:
             yield from _task_families(snapshot)
         if snapshot.pool is not None:
             yield from _child_families(snapshot.pool)
             yield from _supervision_families(snapshot.pool)
 
 
-def _slot_families(slots: Any) -> Iterator[Any]:
+def _slot_families(slots: SlotsSnapshot) -> Iterator[Any]:
     used = GaugeMetricFamily("pool_activity_slots_used", "Activity slots in use")
     used.add_metric([], slots.used)
     yield used
@@ -78,7 +78,7 @@ def _slot_families(slots: Any) -> Iterator[Any]:
         yield free
 
 
-def _task_families(snapshot: Any) -> Iterator[Any]:
+def _task_families(snapshot: WorkerSnapshot) -> Iterator[Any]:
     started = CounterMetricFamily(
         "pool_activity_tasks_started",
         "Tasks started, by activity type",

@@ -1,7 +1,7 @@
 """What the worker's activity side has done and how it is, read on the worker's loop.
 
-    ActivitySide ─▶ take_snapshot   Dispatcher counters + ProcessPool.snapshot() (sampled
-                                    first on request) ─▶ WorkerSnapshot (a frozen copy)
+    ActivitySide ─▶ take_snapshot   slots + Dispatcher counters + ProcessPool.snapshot()
+                                    (sampled first on request) ─▶ WorkerSnapshot (a frozen copy)
                  ─▶ side_checks     polling, children ─▶ {check: "ok" or what is wrong}
 
 The CLI, the demo, the metrics and ``/readyz`` read these copies, never live internals.
@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from ..supervisor import PoolSnapshot
 from .activity_side import ActivitySide
 
-__all__ = ["WorkerSnapshot", "side_checks", "take_snapshot"]
+__all__ = ["SlotsSnapshot", "WorkerSnapshot", "side_checks", "take_snapshot"]
+
+
+@dataclass(frozen=True)
+class SlotsSnapshot:
+    """The activity slots at one moment."""
+
+    used: int
+    free: int | None  # None: a custom slot supplier's free slots are its own
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,11 @@ class WorkerSnapshot:
     The CLI, the demo and the metrics read this instead of the worker's internals.
     """
 
+    # Whether this worker dispatches remote activity tasks (False: workflows only, or
+    # not started yet); the counters below stay zero when it does not.
+    dispatching: bool = False
+    # The activity slots (None when this worker runs no remote activities).
+    slots: SlotsSnapshot | None = None
     # Tasks in flight (received, not yet reported).
     running: int = 0
     # Tasks started, by activity type; tasks ended, by (activity type, outcome).
@@ -52,10 +65,13 @@ def take_snapshot(side: ActivitySide | None, *, sample: bool) -> WorkerSnapshot:
         if sample:
             side.pool.sample()
         pool_snapshot = side.pool.snapshot()
+    slots = SlotsSnapshot(used=side.slots.used, free=side.slots.free)
     dispatcher = side.dispatcher
     if dispatcher is None:
-        return WorkerSnapshot(pool=pool_snapshot)
+        return WorkerSnapshot(slots=slots, pool=pool_snapshot)
     return WorkerSnapshot(
+        dispatching=True,
+        slots=slots,
         running=dispatcher.outstanding,
         started=dict(dispatcher.started),
         outcomes=dict(dispatcher.stats),
