@@ -6,6 +6,7 @@ Public modules, imported by the parent too:
     runner.frames     the pipe's framing (FrameReader, send_frame)
     runner.context    the glue to temporalio's activity context (entered in the child, and
                       in the parent for thread and async activities)
+    runner.failures   the failure reported when the data converter cannot build one
     runner.metrics    activity.metric_meter() buffered in the child, replayed by the parent
     runner.trace      the OpenTelemetry context across the process hop
 

@@ -10,7 +10,6 @@ converted; each one names the problem and the fix.
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ import temporalio.api.failure.v1
 import temporalio.converter
 import temporalio.exceptions
 
+from .failures import replace_with_fallback
 from .messages import TaskDone
 
 __all__ = [
@@ -86,10 +86,7 @@ def failure_bytes(converter: temporalio.converter.DataConverter, err: BaseExcept
     try:
         converter.failure_converter.to_failure(err, converter.payload_converter, failure)
     except Exception as inner:
-        failure.Clear()
-        failure.message = f"Failed building exception result: {inner}"
-        failure.stack_trace = "".join(traceback.format_exception(err))
-        failure.application_failure_info.SetInParent()
+        replace_with_fallback(failure, inner, err)
     return failure.SerializeToString()
 
 

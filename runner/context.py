@@ -140,15 +140,41 @@ def enter_activity_context(
     Children pass only the thread events; async activities in the parent also
     pass the asyncio events, the metric meter and the client, as the SDK does.
     """
-    context = temporalio.activity._Context(
+    return _set_context(
         info=lambda: info,
         heartbeat=heartbeat,
-        cancelled_event=temporalio.common._CompositeEvent(
+        cancelled=temporalio.common._CompositeEvent(
             thread_event=cancelled_event, async_event=async_cancelled_event
         ),
-        worker_shutdown_event=temporalio.common._CompositeEvent(
+        worker_shutdown=temporalio.common._CompositeEvent(
             thread_event=worker_shutdown_event, async_event=async_worker_shutdown_event
         ),
+        shield=shield,
+        payload_converter=payload_converter,
+        cancellation_details=cancellation_details,
+        metric_meter=metric_meter,
+        client=client,
+    )
+
+
+def _set_context(
+    *,
+    info: Callable[[], temporalio.activity.Info],
+    heartbeat: Callable[..., None],
+    cancelled: temporalio.common._CompositeEvent,
+    worker_shutdown: temporalio.common._CompositeEvent,
+    shield: Callable[[], AbstractContextManager[None]] | None,
+    payload_converter: temporalio.converter.PayloadConverter,
+    cancellation_details: temporalio.activity._ActivityCancellationDetailsHolder,
+    metric_meter: temporalio.common.MetricMeter | None,
+    client: Any,
+) -> contextvars.Token[Any]:
+    """Build temporalio's ``_Context`` (every field in ``CONTEXT_FIELDS``) and set it."""
+    context = temporalio.activity._Context(
+        info=info,
+        heartbeat=heartbeat,
+        cancelled_event=cancelled,
+        worker_shutdown_event=worker_shutdown,
         shield_thread_cancel_exception=shield,
         payload_converter_class_or_instance=payload_converter,
         runtime_metric_meter=metric_meter,
@@ -213,18 +239,17 @@ class ChildContexts:
         what ``activity.info()`` calls (the child unpacks the Info on first use);
         ``metric_meter`` is the child's buffered meter (runner.metrics)."""
         self.observed.observed = False
-        context = temporalio.activity._Context(
+        return _set_context(
             info=info,
             heartbeat=heartbeat,
-            cancelled_event=self._cancelled,
-            worker_shutdown_event=self._worker_shutdown,
-            shield_thread_cancel_exception=shield,
-            payload_converter_class_or_instance=payload_converter,
-            runtime_metric_meter=metric_meter,
-            client=None,
+            cancelled=self._cancelled,
+            worker_shutdown=self._worker_shutdown,
+            shield=shield,
+            payload_converter=payload_converter,
             cancellation_details=cancellation_details,
+            metric_meter=metric_meter,
+            client=None,
         )
-        return temporalio.activity._Context.set(context)
 
 
 def current_context() -> Any:

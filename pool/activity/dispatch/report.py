@@ -31,6 +31,7 @@ from temporalio.api.workflowservice.v1 import (
 )
 
 import runner.context
+import runner.failures
 from pool.activity.heartbeats import HeartbeatManager
 from pool.activity.service import ActivityService, describe_rpc_error
 from pool.observe.sdk_metrics import ActivityMetrics
@@ -77,9 +78,7 @@ async def build_failure(
     try:
         await dc.encode_failure(error, failure)
     except Exception as inner:
-        failure.Clear()
-        failure.message = f"Failed building exception result: {inner}"
-        failure.application_failure_info.SetInParent()
+        runner.failures.replace_with_fallback(failure, inner)
     return Outcome(Report.FAILED, label, failure=failure)
 
 
