@@ -76,7 +76,9 @@ def encode_result(converter: temporalio.converter.DataConverter, value: Any) -> 
         )
         error.__cause__ = err
         return ResultError(error)
-    return temporalio.api.common.v1.Payloads(payloads=payloads).SerializeToString()
+    message = temporalio.api.common.v1.Payloads()
+    message.payloads.extend(payloads)  # not payloads= : that copies field by field
+    return message.SerializeToString()
 
 
 def failure_bytes(converter: temporalio.converter.DataConverter, err: BaseException) -> bytes:

@@ -48,8 +48,9 @@ class Beats:
             wakeup.set()
 
     def convert(self, details: tuple[Any, ...]) -> bytes:
-        payloads = self.converter.to_payloads(details)
-        return temporalio.api.common.v1.Payloads(payloads=payloads).SerializeToString()
+        message = temporalio.api.common.v1.Payloads()
+        message.payloads.extend(self.converter.to_payloads(details))
+        return message.SerializeToString()
 
 
 class Shipper:

@@ -486,6 +486,36 @@ def _machine_busy() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads, summed by kind: the main thread (the
+    asyncio loop), temporalio's runtime (tokio), grpc's own threads, the rest. Linux
+    (/proc); elsewhere empty."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    kinds: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return kinds
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue  # the thread ended meanwhile
+        if int(tid) == os.getpid():
+            kind = "main"
+        elif comm.startswith("tokio"):
+            kind = "tokio"
+        elif comm in ("event_engine", "grpc_global_tim", "lifeguard") or comm.startswith("grpc"):
+            kind = "grpc"
+        else:
+            kind = "other"
+        kinds[kind] = kinds.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return kinds
+
+
 def _cpu_of(pid: int | None) -> float:
     """CPU seconds of ``pid`` and its descendants (0 when unknown)."""
     if pid is None:
@@ -612,6 +642,7 @@ async def _measure(
         handles: list[Any] = []
         cpu0 = sampler.cpu_snapshot()
         parent0 = time.process_time()
+        threads0 = _thread_cpu()
         server0 = _cpu_of(server_pid)
         workflow0 = workflows.cpu() if workflows is not None else 0.0
         machine0 = _machine_busy()
@@ -628,6 +659,10 @@ async def _measure(
             outcomes = []
         t1 = time.monotonic()
         parent_cpu = time.process_time() - parent0
+        threads1 = _thread_cpu()
+        # Threads that ended in the window are missing from threads1: their CPU
+        # lands in "other" through the total.
+        parent_threads = {k: threads1.get(k, 0.0) - threads0.get(k, 0.0) for k in threads1}
         server_cpu = _cpu_of(server_pid) - server0
         workflow_cpu = workflows.cpu() - workflow0 if workflows is not None else None
         machine_cpu = _machine_busy() - machine0
@@ -704,6 +739,7 @@ async def _measure(
             "peak_rss_per_child": max((c["peak_rss"] for c in children), default=None),
             "children_cpu_s": sum(c["cpu_s"] for c in children),
             "parent_cpu_s": parent_cpu,
+            "parent_threads_cpu_s": parent_threads,
             "parent_peak_rss": sampler.parent_peak_rss,
             "server_cpu_s": server_cpu if server_pid else None,
             "workflow_process_cpu_s": workflow_cpu,
@@ -933,6 +969,16 @@ def print_report(
             ]
         )
     print(table(headers, body))
+    for r in results:
+        threads = r.get("parent_threads_cpu_s")
+        if threads and r["completed"]:
+            n = r["completed"]
+            parts = ", ".join(
+                f"{kind} {threads[kind] / n * 1000:.2f}"
+                for kind in ("main", "tokio", "grpc", "other")
+                if kind in threads
+            )
+            print(f"  {r['worker']} parent CPU by thread (ms/activity): {parts}")
     for r in results:
         for err, count in r["error_samples"]:
             print(f"  {r['worker']} error x{count}: {err}")

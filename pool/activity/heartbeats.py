@@ -136,11 +136,9 @@ class HeartbeatManager:
 
     async def _send(self, token: bytes, details: Payloads, *, report: bool) -> None:
         request = RecordActivityTaskHeartbeatRequest(
-            namespace=self._service.namespace,
-            task_token=token,
-            identity=self._service.identity,
-            details=details,
+            namespace=self._service.namespace, task_token=token, identity=self._service.identity
         )
+        request.details.CopyFrom(details)
         self.rpcs += 1
         try:
             response = await self._service.call("RecordActivityTaskHeartbeat", request)

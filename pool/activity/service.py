@@ -6,6 +6,11 @@
         here) -> sleep and try again, or raise
 
 ``poll_with_retry`` runs a long poll the same way with core's task-poll rules.
+
+Compression is chosen per call (:func:`call_compression`): grpc compresses on the
+thread that makes the call, here the worker's one asyncio thread, so gzip of a 1 MiB
+payload (~6 ms to send, ~2 ms more to receive one the server compressed) would be paid
+on the parent's core for every task. ``"auto"`` compresses only what is cheap to.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 import grpc.aio
@@ -26,7 +31,15 @@ from temporalio.api.workflowservice.v1 import WorkflowServiceStub
 
 from .retry import NORMAL_BACKOFF, Backoff, RandomSource, call_retry_delay, poll_retry
 
-__all__ = ["ActivityService", "channel_settings", "describe_rpc_error", "poll_with_retry"]
+__all__ = [
+    "COMPRESS_UP_TO",
+    "ActivityService",
+    "RpcCompression",
+    "call_compression",
+    "channel_settings",
+    "describe_rpc_error",
+    "poll_with_retry",
+]
 
 logger = logging.getLogger("pool.service")
 
@@ -38,6 +51,26 @@ POLL_DEADLINE = 70.0
 CALL_DEADLINE = 30.0
 # Core raises the inbound limit to 128 MiB (grpcio's default is 4 MiB).
 MAX_MESSAGE = 128 * 1024 * 1024
+
+RpcCompression = Literal["auto", "gzip", "none"]
+# "auto" gzips a request up to this size (a few hundred microseconds at most).
+COMPRESS_UP_TO = 32 * 1024
+_POLL = "PollActivityTaskQueue"
+
+
+def call_compression(
+    mode: RpcCompression, method: str, request_size: Callable[[], int]
+) -> grpc.Compression:
+    """How one call is sent. ``"gzip"``: every call (sdk-core's choice); ``"none"``: none;
+    ``"auto"``: requests up to ``COMPRESS_UP_TO`` bytes gzipped, larger ones as they are,
+    and polls uncompressed, so the server (which answers in the request's encoding)
+    sends each task's payloads uncompressed too. ``request_size`` is asked only when
+    needed (measuring a large message costs ~0.2 ms per MiB)."""
+    if mode == "gzip":
+        return grpc.Compression.Gzip
+    if mode == "none" or method == _POLL or request_size() > COMPRESS_UP_TO:
+        return grpc.Compression.NoCompression
+    return grpc.Compression.Gzip
 
 
 @dataclass(frozen=True)
@@ -102,11 +135,13 @@ class ActivityService:
         identity: str | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         *,
+        compression: RpcCompression = "auto",
         clock: Callable[[], float] = time.monotonic,
         rng: RandomSource | None = None,
     ) -> None:
         self._clock = clock
         self._rng = rng or random.Random()
+        self.compression: RpcCompression = compression
         self._settings = channel_settings(client, identity)
         self._interceptors = list(interceptors)
         self._channel = self._open(self._settings, self._interceptors)
@@ -119,16 +154,12 @@ class ActivityService:
     ) -> grpc.aio.Channel:
         if settings.credentials is None:
             return grpc.aio.insecure_channel(
-                settings.target,
-                options=settings.options,
-                compression=grpc.Compression.Gzip,
-                interceptors=interceptors,
+                settings.target, options=settings.options, interceptors=interceptors
             )
         return grpc.aio.secure_channel(
             settings.target,
             settings.credentials,
             options=settings.options,
-            compression=grpc.Compression.Gzip,
             interceptors=interceptors,
         )
 
@@ -159,9 +190,15 @@ class ActivityService:
     def method(self, name: str) -> Callable[..., Any]:
         return getattr(self._stub, name)
 
-    def call_once(self, name: str, request: Any, timeout: float) -> Any:
-        """Start one RPC; returns the grpc.aio call (awaitable, cancellable)."""
-        return self.method(name)(request, timeout=timeout, metadata=self._settings.metadata)
+    def call_once(self, name: str, request: Any, timeout: float, size: int | None = None) -> Any:
+        """Start one RPC; returns the grpc.aio call (awaitable, cancellable). ``size``:
+        the request's size in bytes when the caller knows it (else it is measured)."""
+        compression = call_compression(
+            self.compression, name, request.ByteSize if size is None else lambda: size
+        )
+        return self.method(name)(
+            request, timeout=timeout, metadata=self._settings.metadata, compression=compression
+        )
 
     async def call(
         self,
@@ -170,16 +207,17 @@ class ActivityService:
         *,
         backoff: Backoff = NORMAL_BACKOFF,
         give_up_at: float | None = None,
+        size: int | None = None,
     ) -> Any:
         """A unary call with core's retry rules. ``give_up_at`` (monotonic) extends
         the retry budget, so a result is held while the server is away until the
-        task's own deadline passes."""
+        task's own deadline passes. ``size``: as for :meth:`call_once`."""
         started = self._clock()
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self.call_once(name, request, CALL_DEADLINE)
+                return await self.call_once(name, request, CALL_DEADLINE, size)
             except grpc.aio.AioRpcError as err:
                 delay = call_retry_delay(
                     err.code(),

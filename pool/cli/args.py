@@ -314,6 +314,15 @@ def _add_cancel_and_polling_flags(r: Any) -> None:
         help="poll only for idle children, not for a busy child one poll round trip before "
         "its task is expected to end",
     )
+    r.add_argument(
+        "--rpc-compression",
+        choices=("auto", "gzip", "none"),
+        default=None,
+        help="gzip of the activity side's gRPC calls: auto (default) compresses requests up "
+        "to 32 KiB and asks for tasks uncompressed, so large payloads cost the worker's "
+        "one event-loop core no compression; gzip compresses every call, as the stock "
+        "worker does; none compresses nothing",
+    )
 
 
 def _add_limit_and_metrics_flags(p: argparse.ArgumentParser) -> None:

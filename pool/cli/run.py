@@ -54,6 +54,8 @@ def pool_config(args: argparse.Namespace) -> Any:
         options["crash_loop_window"] = timedelta(seconds=args.crash_loop_window)
     if args.lookahead is not None:
         options["lookahead"] = args.lookahead
+    if args.rpc_compression is not None:
+        options["rpc_compression"] = args.rpc_compression
     if args.native_threads is not None:
         options["native_threads"] = args.native_threads or None
     if args.cpu_affinity:
@@ -84,6 +86,7 @@ def _pool_flags_given(args: argparse.Namespace) -> bool:
                 "cancel_grace",
                 "prefetch",
                 "lookahead",
+                "rpc_compression",
                 "crash_loop_max_deaths",
                 "crash_loop_window",
                 "native_threads",

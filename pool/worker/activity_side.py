@@ -193,7 +193,10 @@ class ActivitySide:
         namespace = self._client.namespace
         self.metrics = ActivityMetrics(meter, namespace, self._task_queue)
         self.service = ActivityService(
-            self._client, self._identity, interceptors=[RequestMetrics(meter, namespace)]
+            self._client,
+            self._identity,
+            interceptors=[RequestMetrics(meter, namespace)],
+            compression=(self.pool.config if self.pool else PoolConfig()).rpc_compression,
         )
         blob_limit = await self._describe_namespace()
         self._dispatch_settings = replace(self._dispatch_settings, blob_size_limit=blob_limit)

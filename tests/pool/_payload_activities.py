@@ -84,6 +84,11 @@ def where(item: Item) -> dict[str, Any]:
 
 
 @activity.defn
+def reverses(data: str) -> str:
+    return data[::-1]
+
+
+@activity.defn
 def needs_int(n: int) -> int:
     return n
 

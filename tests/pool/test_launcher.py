@@ -308,6 +308,14 @@ def test_crash_loop_flags_reach_the_pool_config() -> None:
     assert (config.crash_loop_max_deaths, config.seconds("crash_loop_window")) == (3, 7.5)
 
 
+@pytest.mark.unit
+def test_the_rpc_compression_flag_reaches_the_pool_config() -> None:
+    parser = build_parser()
+    assert pool_config(parser.parse_args(["run", APP, "-q", "q"])).rpc_compression == "auto"
+    args = parser.parse_args(["run", APP, "-q", "q", "--rpc-compression", "gzip"])
+    assert pool_config(args).rpc_compression == "gzip"
+
+
 def test_malformed_flag_is_a_usage_error(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pool", "run", APP, "-q", "q", "--max-memory-per-child", "lots"],

@@ -23,7 +23,14 @@ from pool.activity.dispatch.codec import EncodedArgs
 from tests.helpers import workflow_id
 from tests.pool import _payload_activities as P
 
-ACTIVITIES = [P.where, P.needs_int, P.returns_an_object, P.returns_a_lock, P.retries_with_details]
+ACTIVITIES = [
+    P.where,
+    P.reverses,
+    P.needs_int,
+    P.returns_an_object,
+    P.returns_a_lock,
+    P.retries_with_details,
+]
 
 
 def _client(client: temporalio.client.Client, dc: temporalio.converter.DataConverter) -> Any:
@@ -159,6 +166,28 @@ async def test_a_converter_that_cannot_reach_the_children_converts_in_the_worker
 def _encoded(values: list[Any], hints: list[type] | None = None) -> EncodedArgs:
     converter = temporalio.converter.DataConverter.default.payload_converter
     return EncodedArgs(Payloads(payloads=converter.to_payloads(values)), converter, hints)
+
+
+@pytest.mark.parametrize("mode", ["auto", "gzip", "none"])
+async def test_large_payloads_cross_under_every_rpc_compression(
+    client: temporalio.client.Client, task_queue: str, mode: str
+) -> None:
+    """200 KiB each way: above what "auto" compresses, so its poll and its completion
+    go uncompressed, as every call does with "none" and none does with "gzip"."""
+    data = "".join(chr(ord("a") + i % 26) for i in range(200_000))
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=ACTIVITIES,
+        workflows=[P.RunOne],
+        pool_config=pool.PoolConfig(processes=1, rpc_compression=mode),  # type: ignore[arg-type]
+    ) as worker:
+        assert worker.process_pool is not None
+        assert worker.process_pool.config.rpc_compression == mode
+        handle = await client.start_workflow(
+            P.RunOne.run, args=["reverses", [data]], id=workflow_id(), task_queue=task_queue
+        )
+        assert await handle.result() == data[::-1]
 
 
 @pytest.mark.unit

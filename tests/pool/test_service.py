@@ -1,11 +1,14 @@
-"""The activity side's connection settings, pure (retry rules: activity/test_retry.py)."""
+"""The activity side's connection settings and per-call compression, pure (retry rules:
+activity/test_retry.py)."""
 
 from __future__ import annotations
 
+import grpc
 import pytest
 import temporalio.service
 
-from pool.activity.service import channel_settings
+import pool
+from pool.activity.service import COMPRESS_UP_TO, call_compression, channel_settings
 
 pytestmark = pytest.mark.unit
 
@@ -42,3 +45,41 @@ def test_channel_settings_follow_the_client(tls, api_key, secure):
     if api_key:
         assert metadata["authorization"] == "Bearer k3y"
     assert settings.identity == "me@host"
+
+
+def _never() -> int:
+    raise AssertionError("the request's size was measured where it is not needed")
+
+
+@pytest.mark.parametrize(
+    ("mode", "method", "size", "expected"),
+    [
+        ("gzip", "RespondActivityTaskCompleted", 10 << 20, grpc.Compression.Gzip),
+        ("gzip", "PollActivityTaskQueue", 100, grpc.Compression.Gzip),
+        ("none", "RecordActivityTaskHeartbeat", 100, grpc.Compression.NoCompression),
+        ("auto", "RecordActivityTaskHeartbeat", 100, grpc.Compression.Gzip),
+        ("auto", "RespondActivityTaskCompleted", COMPRESS_UP_TO, grpc.Compression.Gzip),
+        (
+            "auto",
+            "RespondActivityTaskCompleted",
+            COMPRESS_UP_TO + 1,
+            grpc.Compression.NoCompression,
+        ),
+        ("auto", "PollActivityTaskQueue", 100, grpc.Compression.NoCompression),
+    ],
+)
+def test_each_call_is_compressed_as_the_mode_says(mode, method, size, expected) -> None:
+    assert call_compression(mode, method, lambda: size) == expected
+
+
+def test_the_size_is_measured_only_when_the_mode_needs_it() -> None:
+    assert call_compression("gzip", "RespondActivityTaskCompleted", _never) is grpc.Compression.Gzip
+    assert call_compression("none", "X", _never) is grpc.Compression.NoCompression
+    assert call_compression("auto", "PollActivityTaskQueue", _never) is (
+        grpc.Compression.NoCompression
+    )
+
+
+def test_an_unknown_compression_is_a_config_error_naming_the_choices() -> None:
+    with pytest.raises(pool.WorkerConfigError, match="'auto', 'gzip' or 'none'"):
+        pool.PoolConfig(rpc_compression="brotli")  # type: ignore[arg-type]

@@ -87,7 +87,7 @@ async def decode_args(
         arg_types = None
     try:
         if in_child:
-            decoded = await codec_decoded(dc, payloads)
+            decoded = await codec_decoded(dc, resp.input)
             return EncodedArgs(decoded, dc.payload_converter, arg_types)
         args = await dc.decode(payloads, type_hints=arg_types) if payloads else []
     except Exception as err:
@@ -107,7 +107,7 @@ async def decode_heartbeat(
         return [], None
     try:
         if in_child:
-            return [], (await codec_decoded(dc, payloads)).SerializeToString()
+            return [], (await codec_decoded(dc, resp.heartbeat_details)).SerializeToString()
         return await dc.decode(payloads), None
     except Exception as err:
         raise temporalio.exceptions.ApplicationError(

@@ -59,7 +59,8 @@ class HeartbeatDetails:
         if self._tasks.get(task.token) is not task:
             return
         try:
-            payloads = Payloads(payloads=self._dc.payload_converter.to_payloads(details))
+            payloads = Payloads()
+            payloads.payloads.extend(self._dc.payload_converter.to_payloads(details))
         except Exception as err:
             self._fail(task, err, "its heartbeat details could not be converted")
             return

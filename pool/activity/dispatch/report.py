@@ -54,6 +54,7 @@ class Outcome:
     report: Report
     label: str  # for stats: completed / failed / cancelled / crashed / killed / ...
     result: Payloads | None = None
+    result_size: int | None = None  # bytes of result, when known
     failure: Failure | None = None
     cause: ActivityTaskFailedCause.ValueType = (
         ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_UNSPECIFIED
@@ -90,19 +91,26 @@ async def completed(
 ) -> Outcome:
     """The activity's return value as result payloads, or the failure reporting why not."""
     try:
+        size = None
         if isinstance(value, EncodedResult):  # converted in the child: codec only
             result = Payloads.FromString(value.data)
-            await encode_payloads(dc, result)
+            if dc.payload_codec is None:
+                size = len(value.data)  # what ByteSize() would say, without its cost
+            else:
+                await encode_payloads(dc, result)
         else:
-            result = Payloads(payloads=await dc.encode([value]))
+            result = Payloads()
+            result.payloads.extend(await dc.encode([value]))
     except Exception as err:
         return await build_failure(dc, result_conversion_error(err))
-    too_large = oversize_error(result.ByteSize(), blob_size_limit, disable_payload_error_limit)
+    if size is None:
+        size = result.ByteSize()
+    too_large = oversize_error(size, blob_size_limit, disable_payload_error_limit)
     if too_large is not None:
         outcome = await build_failure(dc, too_large)
         outcome.cause = ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_PAYLOADS_TOO_LARGE
         return outcome
-    return Outcome(Report.COMPLETED, "completed", result=result)
+    return Outcome(Report.COMPLETED, "completed", result=result, result_size=size)
 
 
 async def from_verdict(
@@ -162,17 +170,19 @@ def request_for(
         "identity": service.identity,
     }
     if outcome.report is Report.COMPLETED:
-        return "RespondActivityTaskCompleted", RespondActivityTaskCompletedRequest(
-            **common, result=outcome.result
-        )
+        completed = RespondActivityTaskCompletedRequest(**common)
+        if outcome.result is not None:
+            # CopyFrom: a message given to the constructor (result=) is copied field by
+            # field, ~1.4 ms per MiB on the parent's core against ~0.05 ms.
+            completed.result.CopyFrom(outcome.result)
+        return "RespondActivityTaskCompleted", completed
     assert outcome.failure is not None
     if outcome.report is Report.CANCELLED:
-        return "RespondActivityTaskCanceled", RespondActivityTaskCanceledRequest(
-            **common, details=outcome.failure.canceled_failure_info.details
-        )
-    request = RespondActivityTaskFailedRequest(
-        **common, failure=outcome.failure, cause=outcome.cause or _UNHANDLED
-    )
+        cancelled = RespondActivityTaskCanceledRequest(**common)
+        cancelled.details.CopyFrom(outcome.failure.canceled_failure_info.details)
+        return "RespondActivityTaskCanceled", cancelled
+    request = RespondActivityTaskFailedRequest(**common, cause=outcome.cause or _UNHANDLED)
+    request.failure.CopyFrom(outcome.failure)
     if last is not None:
         request.last_heartbeat_details.CopyFrom(last)
     return "RespondActivityTaskFailed", request
@@ -221,7 +231,7 @@ class Reporter:
                 benign=is_benign(outcome.failure),
             )
         name, request = request_for(outcome, task.token, self._service, encoded_last)
-        response = await self._send(task, name, request)
+        response = await self._send(task, name, request, outcome.result_size)
         if response is None:
             return
         if name == "RespondActivityTaskFailed" and response.failures:
@@ -231,10 +241,10 @@ class Reporter:
             if scheduled is not None:
                 self._metrics.task_succeeded(task.activity_type, task.workflow_type, scheduled)
 
-    async def _send(self, task: Task, name: str, request: Any) -> Any:
+    async def _send(self, task: Task, name: str, request: Any, size: int | None) -> Any:
         """The RPC's response, or None when it failed (logged: NOT_FOUND at DEBUG)."""
         try:
-            return await self._service.call(name, request, give_up_at=task.give_up_at)
+            return await self._service.call(name, request, give_up_at=task.give_up_at, size=size)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 logger.debug(
