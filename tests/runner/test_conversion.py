@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import pytest
 import temporalio.converter
 import temporalio.exceptions
@@ -16,6 +13,7 @@ from runner._conversion import (
     failure_bytes,
     unpicklable_result,
 )
+from tests.converters import BROKEN_FAILURES
 
 pytestmark = pytest.mark.unit
 
@@ -33,14 +31,8 @@ def test_failure_is_built_in_the_child_with_a_stack_trace() -> None:
     assert "test_failure_is_built_in_the_child" in failure.stack_trace
 
 
-class _BrokenFailureConverter(temporalio.converter.DefaultFailureConverter):
-    def to_failure(self, exception: BaseException, payload_converter: Any, failure: Any) -> None:
-        failure.message = "half-written"
-        raise RuntimeError("converter bug")
-
-
 def test_a_failure_converter_that_raises_still_gives_a_failure_with_the_traceback() -> None:
-    dc = dataclasses.replace(DC, failure_converter_class=_BrokenFailureConverter)
+    dc = BROKEN_FAILURES
     try:
         raise KeyError("lost")
     except KeyError as err:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import pytest
 import temporalio.converter
 
 from pool.activity.dispatch.report import build_failure
+from tests.converters import BROKEN_FAILURES
 
 pytestmark = pytest.mark.unit
-
-
-class _BrokenFailureConverter(temporalio.converter.DefaultFailureConverter):
-    def to_failure(self, exception: BaseException, payload_converter: Any, failure: Any) -> None:
-        failure.message = "half-written"
-        raise RuntimeError("converter bug")
 
 
 async def test_a_failure_is_built_with_the_data_converter() -> None:
@@ -27,10 +19,7 @@ async def test_a_failure_is_built_with_the_data_converter() -> None:
 
 
 async def test_a_failure_converter_that_raises_is_reported_as_stock_reports_it() -> None:
-    dc = dataclasses.replace(
-        temporalio.converter.DataConverter.default, failure_converter_class=_BrokenFailureConverter
-    )
-    outcome = await build_failure(dc, ValueError("no"))
+    outcome = await build_failure(BROKEN_FAILURES, ValueError("no"))
     assert outcome.failure is not None
     assert outcome.failure.message == "Failed building exception result: converter bug"
     assert outcome.failure.HasField("application_failure_info")
