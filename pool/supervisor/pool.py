@@ -97,8 +97,8 @@ class ProcessPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lookahead = Lookahead(self.config.lookahead)
         self._scheduler: Scheduler[Child] = Scheduler(self.lookahead, self.config.prefetch)
-        self._supervision = Supervision(self.config, self._scheduler, self._notify)
-        self._changes = Changes()
+        self._changes = Changes()  # the pool changed: reserve() and stop() look again
+        self._supervision = Supervision(self.config, self._scheduler, self._changes.notify)
         self._started = False
         self._monitor: asyncio.Task[None] | None = None
 
@@ -193,7 +193,7 @@ class ProcessPool:
                 c.state is not ChildState.STARTING for c in supervision.children.values()
             )
 
-        ready_in_time = await self._wait_for(ready, timeout)
+        ready_in_time = await self._changes.until(ready, timeout)
         if supervision.start_error is not None:
             raise supervision.start_error
         if not ready_in_time:
@@ -217,20 +217,15 @@ class ProcessPool:
         def all_dead() -> bool:
             return not supervision.alive()
 
-        if not await self._wait_for(all_dead, timeout):
+        if not await self._changes.until(all_dead, timeout):
             for child in supervision.alive():
                 child.signal(signal.SIGTERM)
-            if not await self._wait_for(all_dead, self.config.seconds("kill_escalation") + 1.0):
+            if not await self._changes.until(
+                all_dead, self.config.seconds("kill_escalation") + 1.0
+            ):
                 for child in supervision.alive():
                     child.signal(signal.SIGKILL)
-                await self._wait_for(all_dead, None)
-
-    async def _wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Wait until ``predicate()`` holds (re-checked on every pool change)."""
-        return await self._changes.until(predicate, timeout)
-
-    def _notify(self) -> None:
-        self._changes.notify()
+                await self._changes.until(all_dead, None)
 
     # -- reservations and tasks ----------------------------------------------------------
 
@@ -256,7 +251,7 @@ class ProcessPool:
         """
         supervision = self._supervision
         if self.promisable() <= 0 and not supervision.closing:
-            await self._wait_for(lambda: self.promisable() > 0 or supervision.closing, None)
+            await self._changes.until(lambda: self.promisable() > 0 or supervision.closing, None)
         if supervision.closing:
             raise PoolError("The process pool is stopping")
         self._scheduler.promise()
@@ -272,7 +267,7 @@ class ProcessPool:
     def _give_back(self, notify: bool) -> None:
         self._scheduler.give_back()
         if notify:
-            self._notify()
+            self._changes.notify()
 
     async def run(
         self, task: RunTask, *, reservation: Reservation | None = None
@@ -292,7 +287,7 @@ class ProcessPool:
         except BaseException:
             if reservation is not None:
                 reservation.use()
-            self._notify()
+            self._changes.notify()
             raise
         if reservation is not None:
             reservation.use()
@@ -302,7 +297,7 @@ class ProcessPool:
         child.started_at = now = self._loop.time()
         opens = self._scheduler.task_started(child, task.activity_type, now)
         if opens is not None:
-            child.window_handle = self._loop.call_at(opens, self._notify)
+            child.window_handle = self._loop.call_at(opens, self._changes.notify)
         return child.pid, child.future
 
     async def _deliver(self, data: bytes) -> Child:
@@ -335,7 +330,7 @@ class ProcessPool:
         assert self._loop is not None
         began = self._loop.time()
         supervision = self._supervision
-        await self._wait_for(lambda: bool(self._scheduler.idle) or supervision.closing, None)
+        await self._changes.until(lambda: bool(self._scheduler.idle) or supervision.closing, None)
         self._scheduler.wait_ended(self._loop.time() - began)
         if not self._scheduler.idle:
             raise PoolError("The process pool stopped before the task could start")
