@@ -56,6 +56,7 @@ from .messages import (
     WorkerShutdown,
     done_to_wire,
     dumps,
+    dumps_frame,
     loads,
     task_from_wire,
 )
@@ -189,11 +190,12 @@ class _Child:
                 assert isinstance(msg, Stop), msg
                 return
             done = self.run(task_from_wire(msg))
+            del msg, data  # the task's frame (its arguments' bytes) is not needed now
             try:
-                payload = dumps(done_to_wire(done))
+                parts = dumps_frame(done_to_wire(done))
             except Exception as err:
-                payload = dumps(done_to_wire(unpicklable_result(self._converter, done, err)))
-            self.writer.send(payload)
+                parts = dumps_frame(done_to_wire(unpicklable_result(self._converter, done, err)))
+            self.writer.send(*parts)
 
     def run(self, task: PackedTask) -> TaskDone:
         # The parent only sends registered types; "" is the dynamic activity.

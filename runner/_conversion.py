@@ -11,7 +11,7 @@ converted; each one names the problem and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import temporalio.api.common.v1
 import temporalio.api.failure.v1
@@ -34,9 +34,12 @@ __all__ = [
 
 
 def decode_args(
-    converter: temporalio.converter.DataConverter, data: bytes, arg_types: list[Any] | None
+    converter: temporalio.converter.DataConverter,
+    data: bytes | memoryview,
+    arg_types: list[Any] | None,
 ) -> list[Any]:
-    payloads = temporalio.api.common.v1.Payloads.FromString(data).payloads
+    # protobuf parses any bytes-like object (its stubs say bytes).
+    payloads = temporalio.api.common.v1.Payloads.FromString(cast(bytes, data)).payloads
     if arg_types is not None and len(arg_types) != len(payloads):
         arg_types = None
     try:

@@ -41,13 +41,14 @@ class PipeWriter:
         self._main_ident = threading.main_thread().ident
         self.raiser = raiser
 
-    def send(self, data: bytes) -> None:
+    def send(self, *parts: bytes | memoryview) -> None:
+        """One message, the concatenation of ``parts`` (``dumps`` / ``dumps_frame``)."""
         block = self.raiser.armed and threading.get_ident() == self._main_ident
         if block:
             signal.pthread_sigmask(signal.SIG_BLOCK, {CANCEL_SIGNAL})
         try:
             with self._lock:
-                send_frame(self._fd, data)
+                send_frame(self._fd, *parts)
         finally:
             if block:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {CANCEL_SIGNAL})

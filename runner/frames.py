@@ -7,6 +7,11 @@ whatever has arrived (one message, or several at once).
 
 The frame is the Connection's own: a 4-byte big-endian length, or -1 and an 8-byte
 length from 2 GiB up. Either end may still use a Connection method on the same pipe.
+
+Large messages are not copied on the way: a body given in parts (a small pickle and
+the payload bytes beside it, ``runner.messages.dumps_frame``) goes out in one
+``writev``, and a long body is read straight into the bytearray that the reader then
+hands out (no ``bytes`` copy of it).
 """
 
 from __future__ import annotations
@@ -26,23 +31,28 @@ _JOIN_BELOW = 16384
 _READ_SIZE = 65536
 
 
-def send_frame(fd: int, data: bytes) -> None:
-    """Write one message to the (blocking) ``fd``; the caller keeps writers apart."""
-    size = len(data)
+def send_frame(fd: int, *parts: bytes | memoryview) -> None:
+    """Write one message, the concatenation of ``parts``, to the (blocking) ``fd``;
+    the caller keeps writers apart."""
+    size = sum(len(part) for part in parts)
     header = _LENGTH.pack(size) if size <= _LONG else _LENGTH.pack(-1) + _LONG_LENGTH.pack(size)
     if size < _JOIN_BELOW:
-        frame = header + data
+        frame = header + b"".join(parts)
         written = os.write(fd, frame)
         if written < len(frame):
-            _write_all(fd, memoryview(frame)[written:])
+            _write_all(fd, [memoryview(frame)[written:]])
     else:
-        _write_all(fd, memoryview(header))
-        _write_all(fd, memoryview(data))
+        _write_all(fd, [memoryview(header), *(memoryview(part) for part in parts)])
 
 
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, views: list[memoryview]) -> None:
+    """``writev`` until every view is out (a blocking write may still stop short)."""
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
 
 
 class FrameReader:
@@ -55,9 +65,9 @@ class FrameReader:
         # A long message being read straight into place, and how much of it arrived.
         self._body: bytearray | None = None
         self._filled = 0
-        self._ready: collections.deque[bytes] = collections.deque()
+        self._ready: collections.deque[bytes | bytearray] = collections.deque()
 
-    def feed(self) -> list[bytes]:
+    def feed(self) -> list[bytes | bytearray]:
         """One ``read``: the messages it completed (maybe none). ``EOFError`` at the end.
 
         After the fd polled readable this does not block.
@@ -71,12 +81,12 @@ class FrameReader:
             if self._filled < len(body):
                 return []
             self._body = None
-            return [bytes(body)]
+            return [body]  # a new bytearray per message: no copy to hand it out
         chunk = os.read(self._fd, _READ_SIZE)
         if not chunk:
             raise EOFError("the other end closed the pipe")
         buffer = self._buffer + chunk if self._buffer else chunk
-        messages = []
+        messages: list[bytes | bytearray] = []
         start = 0
         size = len(buffer)
         while size - start >= 4:
@@ -101,7 +111,7 @@ class FrameReader:
         self._buffer = buffer[start:] if start < size else b""
         return messages
 
-    def read(self) -> bytes:
+    def read(self) -> bytes | bytearray:
         """The next message, blocking until it is whole. ``EOFError`` at the end."""
         ready = self._ready
         while not ready:

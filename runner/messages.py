@@ -19,7 +19,10 @@ Two pipes per child:
 The two messages of every task, ``RunTask`` and ``TaskDone``, cross as plain tuples
 (``task_to_wire`` / ``task_from_wire``, ``done_to_wire`` / ``done_from_wire``): no
 class to look up or reduce on either side, and no field names. A tuple on the task
-pipe is always one of these two; every other message is its dataclass.
+pipe is always one of these two; every other message is its dataclass. Their large
+payload fields (``encoded_args``, ``result``) travel beside the pickle
+(``dumps_frame``, protocol 5 out-of-band buffers): neither side copies them into or
+out of a pickle, nor scans them for ``__main__``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import pickle
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -51,6 +55,7 @@ __all__ = [
     "done_from_wire",
     "done_to_wire",
     "dumps",
+    "dumps_frame",
     "loads",
     "task_from_wire",
     "task_to_wire",
@@ -58,19 +63,74 @@ __all__ = [
 
 
 def dumps(msg: object) -> bytes:
+    return _pickled(msg, None)
+
+
+def _pickled(msg: object, buffers: list[pickle.PickleBuffer] | None) -> bytes:
+    """``msg``'s pickle; with ``buffers``, its out-of-band buffers land there."""
+    found: list[pickle.PickleBuffer] = []
+    callback = None if buffers is None else found.append
     try:
-        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(msg, protocol=5, buffer_callback=callback)
     except (pickle.PicklingError, AttributeError, TypeError):
-        return cloudpickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        data = None
     # The stdlib refers to ``__main__`` objects by name, and a class defined under
     # ``if __name__ == "__main__":`` does not exist in the other process:
     # cloudpickle sends those by value.
-    if b"__main__" in data:
-        return cloudpickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    if data is None or b"__main__" in data:
+        found.clear()
+        data = cloudpickle.dumps(msg, protocol=5, buffer_callback=callback)
+    if buffers is not None:
+        buffers.extend(found)
     return data
 
 
-loads = pickle.loads
+# Bytes from which a payload crosses the task pipe beside its message's pickle
+# (out_of_band); below it, copying it into the pickle costs less than the header.
+OUT_OF_BAND_FROM = 1 << 16
+# A frame with buffers: this marker, the pickle's length, the number of buffers, then
+# each buffer's length; the pickle; the buffers. A plain pickle starts with PROTO (0x80).
+_WITH_BUFFERS = struct.Struct("!cII")
+_MARKER = b"B"
+
+
+def out_of_band(data: bytes | memoryview | None) -> Any:
+    """``data`` as a message field that :func:`dumps_frame` sends beside the pickle
+    rather than copied into it (and that ``loads`` returns as a read-only memoryview
+    of the received frame), if it is large enough to be worth it."""
+    if data is not None and len(data) >= OUT_OF_BAND_FROM:
+        return pickle.PickleBuffer(data)
+    return data
+
+
+def dumps_frame(msg: object) -> list[bytes | memoryview]:
+    """``msg`` as the parts of one task-pipe frame (``send_frame(fd, *parts)``): its
+    pickle, and the :func:`out_of_band` fields' bytes uncopied beside it."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = _pickled(msg, buffers)
+    if not buffers:
+        return [data]
+    views = [buffer.raw() for buffer in buffers]
+    head = _WITH_BUFFERS.pack(_MARKER, len(data), len(views))
+    lengths = struct.pack(f"!{len(views)}Q", *(len(view) for view in views))
+    return [head + lengths, data, *views]
+
+
+def loads(body: bytes | bytearray | memoryview) -> Any:
+    """A message from :func:`dumps` or :func:`dumps_frame`."""
+    if body[:1] != _MARKER:
+        return pickle.loads(body)
+    view = memoryview(body)
+    _, size, count = _WITH_BUFFERS.unpack_from(view)
+    at = _WITH_BUFFERS.size + 8 * count
+    lengths = struct.unpack_from(f"!{count}Q", view, _WITH_BUFFERS.size)
+    data = view[at : at + size]
+    at += size
+    buffers = []
+    for length in lengths:
+        buffers.append(view[at : at + length])
+        at += length
+    return pickle.loads(data, buffers=buffers)
 
 
 @dataclass(frozen=True)
@@ -139,7 +199,8 @@ class PackedTask:
     packed_info: tuple[Any, ...]
     heartbeat_interval: float
     trace_context: dict[str, str] | None = None
-    encoded_args: bytes | None = None
+    # A large one is a read-only memoryview of the frame it came in (out_of_band).
+    encoded_args: bytes | memoryview | None = None
     encoded_heartbeat: bytes | None = None
     encode_result: bool = False
 
@@ -162,7 +223,7 @@ def task_to_wire(task: RunTask) -> tuple[Any, ...]:
         pack_info(task.info),
         task.heartbeat_interval,
         task.trace_context,
-        task.encoded_args,
+        out_of_band(task.encoded_args),
         task.encoded_heartbeat,
         task.encode_result,
     )
@@ -235,8 +296,9 @@ class TaskDone:
     # What the activity recorded through activity.metric_meter() (runner.metrics).
     metrics: list[tuple[Any, ...]] | None = None
     # completed with ``RunTask.encode_result``: the value as serialised Payloads
-    # (payload converter only; the parent applies the codec).
-    result: bytes | None = None
+    # (payload converter only; the parent applies the codec). In the parent a large
+    # one is a read-only memoryview of the frame it came in (out_of_band).
+    result: bytes | memoryview | None = None
 
 
 def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
@@ -250,7 +312,7 @@ def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
         done.heartbeat_error,
         done.cpu_seconds,
         done.metrics,
-        done.result,
+        out_of_band(done.result),
     )
 
 

@@ -40,6 +40,7 @@ from runner import (
     TaskDone,
     child_main,
     dumps,
+    dumps_frame,
     task_to_wire,
 )
 from runner.frames import FrameReader, send_frame
@@ -58,7 +59,7 @@ __all__ = [
     "emit_child_record",
     "preload_modules",
     "spawn_child",
-    "task_bytes",
+    "task_frame",
 ]
 
 
@@ -130,9 +131,9 @@ class Child:
 
     # -- pipes -------------------------------------------------------------------------
 
-    def send_task(self, data: bytes) -> None:
-        """Write a task (:func:`task_bytes`); OSError (EPIPE) when the child is gone."""
-        send_frame(self.task_conn.fileno(), data)
+    def send_task(self, parts: list[bytes | memoryview]) -> None:
+        """Write a task (:func:`task_frame`); OSError (EPIPE) when the child is gone."""
+        send_frame(self.task_conn.fileno(), *parts)
 
     def send_stop(self) -> None:
         """Ask the child to exit after its task; SIGTERM when the pipe is gone."""
@@ -146,14 +147,14 @@ class Child:
         with contextlib.suppress(OSError):
             self.ctrl_conn.send_bytes(dumps(message))
 
-    def read(self) -> list[bytes]:
+    def read(self) -> list[bytes | bytearray]:
         """The messages the task pipe has now (EOFError, OSError: it closed)."""
         return self.reader.feed()
 
-    def drain(self) -> list[bytes]:
+    def drain(self) -> list[bytes | bytearray]:
         """What a dead child wrote last and the loop has not read yet (a start
         failure's reason, a TaskDone). ``select`` first: never block on the pipe."""
-        messages: list[bytes] = []
+        messages: list[bytes | bytearray] = []
         fd = self.task_conn.fileno()
         with contextlib.suppress(EOFError, OSError):
             while select.select([fd], [], [], 0)[0]:
@@ -324,10 +325,11 @@ def preload_modules(activities: Mapping[str, ActivitySpec], extra: tuple[str, ..
     return list(dict.fromkeys(modules))
 
 
-def task_bytes(task: RunTask) -> bytes:
-    """A task as the child reads it; TaskTransferError when its arguments won't pickle."""
+def task_frame(task: RunTask) -> list[bytes | memoryview]:
+    """A task as the child reads it (one frame's parts); TaskTransferError when its
+    arguments won't pickle."""
     try:
-        return dumps(task_to_wire(task))
+        return dumps_frame(task_to_wire(task))
     except Exception as err:
         raise TaskTransferError(
             f"The arguments of activity {task.activity_type!r} could not be pickled "

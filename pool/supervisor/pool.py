@@ -44,7 +44,7 @@ from .children import (
     ChildState,
     child_spec_template,
     preload_modules,
-    task_bytes,
+    task_frame,
 )
 from .lookahead import Lookahead
 from .scheduler import Reservation, Scheduler
@@ -283,7 +283,7 @@ class ProcessPool:
         # The promise stays counted until the task has its child: a task waiting here
         # for a busy child still holds that child, so no second poll is made for it.
         try:
-            child = await self._deliver(task_bytes(task))
+            child = await self._deliver(task_frame(task))
         except BaseException:
             if reservation is not None:
                 reservation.use()
@@ -300,7 +300,7 @@ class ProcessPool:
             child.window_handle = self._loop.call_at(opens, self._changes.notify)
         return child.pid, child.future
 
-    async def _deliver(self, data: bytes) -> Child:
+    async def _deliver(self, data: list[bytes | memoryview]) -> Child:
         """Write a task to an idle child (:meth:`Scheduler.take_idle`); the child that
         took it. A child that died idle, its sentinel not handled yet, refuses the
         write (EPIPE): the task never reached it, so the next idle child (or the

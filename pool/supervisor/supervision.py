@@ -148,7 +148,7 @@ class Supervision:
             return
         self._on_messages(child, messages)
 
-    def _on_messages(self, child: Child, messages: list[bytes]) -> None:
+    def _on_messages(self, child: Child, messages: list[bytes | bytearray]) -> None:
         for data in messages:
             # One read may bring several messages: one that fails (say, a record that
             # cannot be unpickled here) must not lose the others.
@@ -160,7 +160,7 @@ class Supervision:
                     {"message": f"Message from child {child.pid} failed", "exception": err}
                 )
 
-    def _on_message(self, child: Child, data: bytes) -> None:
+    def _on_message(self, child: Child, data: bytes | bytearray) -> None:
         msg = loads(data)
         if type(msg) is tuple:
             self._on_task_done(child, done_from_wire(msg))

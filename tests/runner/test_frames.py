@@ -89,3 +89,47 @@ def test_end_of_pipe(pipe):
     assert reader.read() == b"last"
     with pytest.raises(EOFError):
         reader.read()
+
+
+@pytest.mark.parametrize("size", [0, 100, 16384, 65537, 3_000_000])
+def test_a_message_in_parts_arrives_whole(pipe, size):
+    a, b = pipe
+    parts = [b"head", memoryview(os.urandom(size)), b"", b"tail"]
+    writer = _in_thread(lambda: send_frame(a.fileno(), *parts))
+    assert FrameReader(b.fileno()).read() == b"".join(parts)
+    writer.join(10)
+    assert not writer.is_alive()
+
+
+def test_a_write_that_stops_short_goes_on_where_it_stopped(pipe, monkeypatch):
+    a, b = pipe
+    real_writev = os.writev
+    calls = []
+
+    def short_writev(fd: int, views: list) -> int:
+        # At most 1000 bytes per call, the cut falling inside a part.
+        calls.append(len(views))
+        budget, capped = 1000, []
+        for view in views:
+            capped.append(view[:budget])
+            budget -= len(capped[-1])
+            if not budget:
+                break
+        return real_writev(fd, capped)
+
+    monkeypatch.setattr("runner.frames.os.writev", short_writev)
+    parts = [os.urandom(30_000), os.urandom(7), os.urandom(12_345)]
+    writer = _in_thread(lambda: send_frame(a.fileno(), *parts))
+    assert b.recv_bytes() == b"".join(parts)
+    writer.join(10)
+    assert len(calls) > 40  # it really did go out 1000 bytes at a time
+
+
+def test_a_long_message_is_handed_out_without_a_copy(pipe):
+    a, b = pipe
+    message = os.urandom(300_000)
+    writer = _in_thread(lambda: send_frame(a.fileno(), message))
+    got = FrameReader(b.fileno()).read()
+    writer.join(10)
+    # The bytearray it was read into (a memoryview of it is what loads keeps).
+    assert type(got) is bytearray and got == message

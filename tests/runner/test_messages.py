@@ -7,6 +7,7 @@ packing is reviewed before the pinned range is widened."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -23,6 +24,7 @@ from runner import (
     done_from_wire,
     done_to_wire,
     dumps,
+    dumps_frame,
     loads,
     messages,
     task_from_wire,
@@ -215,3 +217,43 @@ def test_task_done_round_trips(done: TaskDone):
     assert pickle.loads(pickle.dumps(done)) == done
     # Every field crosses: the wire form follows the dataclass.
     assert len(wire) == len(dataclasses.fields(TaskDone))
+
+
+def test_a_large_payload_crosses_beside_the_pickle_and_arrives_uncopied():
+    payload = os.urandom(messages.OUT_OF_BAND_FROM)
+    small = b"s" * (messages.OUT_OF_BAND_FROM - 1)
+    done = TaskDone(task_id=3, outcome="completed", result=payload, last_heartbeat=small)
+    parts = dumps_frame(done_to_wire(done))
+    assert parts[-1] == payload
+    assert sum(len(part) for part in parts[:-1]) < len(small) + 1024  # not in the pickle
+    back = done_from_wire(loads(bytearray(b"".join(parts))))
+    assert isinstance(back.result, memoryview) and back.result.readonly
+    assert back.result == payload
+    assert type(back.last_heartbeat) is bytes and back.last_heartbeat == small
+    _assert_same(dataclasses.replace(back, result=payload), done)
+
+
+def test_a_task_without_large_payloads_is_one_plain_pickle():
+    task = RunTask(
+        task_id=1,
+        activity_type="do_it",
+        args=(),
+        info=_full_info(),
+        heartbeat_interval=1.0,
+        encoded_args=b"x" * 100,
+    )
+    parts = dumps_frame(task_to_wire(task))
+    assert len(parts) == 1 and parts[0][:1] == b"\x80"  # the pickle's PROTO opcode
+    assert task_from_wire(loads(parts[0])).encoded_args == b"x" * 100
+
+
+def test_buffers_of_a_message_cloudpickle_sends_are_sent_once():
+    class Local:  # the stdlib cannot pickle it: cloudpickle sends it by value
+        pass
+
+    payload = os.urandom(messages.OUT_OF_BAND_FROM)
+    # The buffer comes first, so the stdlib's attempt reports it before it fails.
+    parts = dumps_frame((messages.out_of_band(payload), Local()))
+    assert len(parts) == 3 and parts[2] == payload
+    buffer, local = loads(b"".join(parts))
+    assert buffer == payload and type(local).__name__ == "Local"

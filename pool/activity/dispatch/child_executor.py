@@ -52,7 +52,7 @@ class EncodedResult(NamedTuple):
     """A result the child converted (serialised Payloads, codec not yet applied). Only
     seen where no interceptor wraps the chain: interceptors get the value itself."""
 
-    data: bytes
+    data: bytes | memoryview  # memoryview: a large one, as it came from the child
 
 
 class ChildExecutor:
