@@ -29,6 +29,7 @@ from temporalio.api.workflowservice.v1 import (
 
 from runner import RunTask, TaskDone
 
+from ..activity.service import as_message
 from ..supervisor import ChildKilled, Reservation
 
 __all__ = [
@@ -60,12 +61,14 @@ class FakeActivityService:
     def __init__(self, namespace: str = "default", identity: str = "fake-worker") -> None:
         self.namespace = namespace
         self.identity = identity
-        self.calls: list[tuple[str, Any]] = []  # (RPC name, request), in order
+        self.calls: list[tuple[str, Any]] = []  # (RPC name, request as parsed), in order
+        self.sent: list[Any] = []  # the requests as given (a Spliced one unparsed)
         self.errors: dict[str, BaseException] = {}  # RPC name -> what the call raises
         self.heartbeat_response = RecordActivityTaskHeartbeatResponse()
 
     async def call(self, name: str, request: Any, **_retry: Any) -> Any:
-        self.calls.append((name, request))
+        self.sent.append(request)
+        self.calls.append((name, as_message(request)))  # as the server reads it
         error = self.errors.get(name)
         if error is not None:
             raise error

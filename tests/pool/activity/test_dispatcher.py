@@ -27,6 +27,7 @@ from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
 
 from pool._errors import ChildProcessDied
 from pool.activity.dispatch import Dispatcher, DispatchSettings, State
+from pool.activity.service import Spliced
 from pool.testing.fakes import (
     FakeActivityService,
     FakeProcessPool,
@@ -315,6 +316,24 @@ async def test_a_task_past_its_start_to_close_timeout_is_cancelled_and_not_repor
     assert details.timed_out and "start-to-close timeout" in reason
     assert h.service.reports() == []
     assert h.dispatcher.stats[("crunch", "timed_out")] == 1
+
+
+async def test_a_result_the_child_encoded_goes_out_as_its_bytes_without_a_codec():
+    result = Payloads(payloads=DEFAULT.payload_converter.to_payloads(["r" * 70_000]))
+    # As a large result arrives from a real child: a view of the frame it came in.
+    encoded = memoryview(bytearray(result.SerializeToString())).toreadonly()
+
+    def encodes(task: RunTask) -> TaskDone:
+        return TaskDone(task_id=task.task_id, outcome="completed", result=encoded)
+
+    h = Harness(FakeProcessPool(encodes), children_convert=["crunch"])
+    token = h.start("crunch", 4)
+    await h.idle()
+    [sent] = h.service.sent
+    assert isinstance(sent, Spliced) and sent.data is encoded  # never parsed here
+    name, request = h.only_report()
+    assert name == "RespondActivityTaskCompleted" and request.task_token == token
+    assert request.result == result and request.identity == h.service.identity
 
 
 async def test_a_result_the_child_encoded_gets_the_codec_in_the_parent():
