@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import select
 import signal
+import socket
 import sys
 import time
 import types
@@ -230,9 +231,31 @@ class Child:
         )
 
 
+# What each end of a task pipe may hold unread: a 1 MiB task or result goes out in one
+# write, without blocking the worker's loop until the child has read it, and arrives in
+# one read. The kernel caps it at net.core.wmem_max (212992 on many systems).
+TASK_PIPE_BUFFER = 4 << 20
+
+
+def widen_buffer(fd: int) -> None:
+    """Raise a task pipe's (a socketpair's) send buffer to TASK_PIPE_BUFFER, as far as
+    the kernel allows, never lowering it."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:  # not a socket (a platform's Pipe may be a pipe): leave it
+        return
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < TASK_PIPE_BUFFER:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TASK_PIPE_BUFFER)
+    finally:
+        sock.detach()  # the fd stays the Connection's
+
+
 def spawn_child(ctx: Any, index: int, spec_template: Mapping[str, Any]) -> Child:
     """Start child ``index`` (``ctx``: a multiprocess context) with its two pipes."""
     task_parent, task_child = ctx.Pipe(duplex=True)
+    for conn in (task_parent, task_child):
+        widen_buffer(conn.fileno())
     ctrl_child, ctrl_parent = ctx.Pipe(duplex=False)
     spec = ChildSpec(index=index, **spec_template)
     process = ctx.Process(
