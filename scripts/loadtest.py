@@ -178,7 +178,8 @@ class _Sampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():  # not started when the warm-up failed
+            self._thread.join(timeout=5)
         self.sample()
 
     def _run(self) -> None:
