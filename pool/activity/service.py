@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -43,6 +43,7 @@ from .retry import NORMAL_BACKOFF, Backoff, RandomSource, call_retry_delay, poll
 __all__ = [
     "COMPRESS_UP_TO",
     "ActivityService",
+    "CallObserver",
     "RpcCompression",
     "Spliced",
     "as_message",
@@ -55,6 +56,9 @@ __all__ = [
 logger = logging.getLogger("pool.service")
 
 T = TypeVar("T")
+# Told of every call as it starts: (RPC name, request, the grpc.aio call). Our own hook
+# rather than a grpc.aio interceptor, which costs ~0.1-0.2 ms of CPU more per call.
+CallObserver = Callable[[str, Any, Any], None]
 
 # Core's deadlines: a long poll is completed empty by the server at about 60 s;
 # 70 s leaves it room. Every other call gets 30 s.
@@ -202,7 +206,7 @@ class ActivityService:
         self,
         client: temporalio.client.Client,
         identity: str | None = None,
-        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        on_call: CallObserver | None = None,
         *,
         compression: RpcCompression = "auto",
         clock: Callable[[], float] = time.monotonic,
@@ -212,24 +216,17 @@ class ActivityService:
         self._rng = rng or random.Random()
         self.compression: RpcCompression = compression
         self._settings = channel_settings(client, identity)
-        self._interceptors = list(interceptors)
-        self._channel = self._open(self._settings, self._interceptors)
+        self._on_call = on_call
+        self._channel = self._open(self._settings)
         self._stub = _stub(self._channel)
         self._old_channels: list[grpc.aio.Channel] = []
 
     @staticmethod
-    def _open(
-        settings: _Settings, interceptors: Sequence[grpc.aio.ClientInterceptor]
-    ) -> grpc.aio.Channel:
+    def _open(settings: _Settings) -> grpc.aio.Channel:
         if settings.credentials is None:
-            return grpc.aio.insecure_channel(
-                settings.target, options=settings.options, interceptors=interceptors
-            )
+            return grpc.aio.insecure_channel(settings.target, options=settings.options)
         return grpc.aio.secure_channel(
-            settings.target,
-            settings.credentials,
-            options=settings.options,
-            interceptors=interceptors,
+            settings.target, settings.credentials, options=settings.options
         )
 
     @property
@@ -248,7 +245,7 @@ class ActivityService:
         """Use ``client``'s connection from the next call on; in-flight calls finish."""
         self._old_channels.append(self._channel)
         self._settings = channel_settings(client, self._settings.identity)
-        self._channel = self._open(self._settings, self._interceptors)
+        self._channel = self._open(self._settings)
         self._stub = _stub(self._channel)
 
     async def close(self) -> None:
@@ -265,9 +262,12 @@ class ActivityService:
         compression = call_compression(
             self.compression, name, request.ByteSize if size is None else lambda: size
         )
-        return self.method(name)(
+        call = self.method(name)(
             request, timeout=timeout, metadata=self._settings.metadata, compression=compression
         )
+        if self._on_call is not None:
+            self._on_call(name, request, call)
+        return call
 
     async def call(
         self,

@@ -5,7 +5,7 @@
     Poller      num_pollers{poller_type="activity_task"} as polls start and end
     sampler     worker_task_slots_available/used (every second)
     channel     request / request_failure / request_latency and the long_request_*
-                family (PollActivityTaskQueue), through a grpc.aio interceptor
+                family (PollActivityTaskQueue), told of each call by ActivityService
 
 The stock worker's activity side is sdk-core, which emits these; ours is Python, so
 this module emits the same series (names, descriptions, kinds, labels and the
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -132,8 +131,9 @@ class ActivityMetrics:
             self._slots_available.set(slots_free)
 
 
-class RequestMetrics(grpc.aio.UnaryUnaryClientInterceptor):
-    """client/src/metrics.rs for our channel: every RPC counted by operation."""
+class RequestMetrics:
+    """client/src/metrics.rs for our channel: every RPC counted by operation. An
+    ``ActivityService`` call observer (``on_call``)."""
 
     def __init__(self, meter: temporalio.common.MetricMeter, namespace: str) -> None:
         base = meter.with_additional_attributes({"namespace": namespace})
@@ -159,20 +159,12 @@ class RequestMetrics(grpc.aio.UnaryUnaryClientInterceptor):
             "duration",
         )
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        method = client_call_details.method
-        name = (method.decode() if isinstance(method, bytes) else method).rsplit("/", 1)[-1]
+    def __call__(self, name: str, request: Any, call: Any) -> None:
         attributes = {"operation": name}
         task_queue = getattr(getattr(request, "task_queue", None), "name", "")
         if task_queue:
             attributes["task_queue"] = task_queue
         started = time.monotonic()
-        call = await continuation(client_call_details, request)
 
         def done(finished: Any) -> None:
             if finished.cancelled():
@@ -184,7 +176,6 @@ class RequestMetrics(grpc.aio.UnaryUnaryClientInterceptor):
             recording.add_done_callback(self._recording.discard)
 
         call.add_done_callback(done)
-        return call
 
     async def _record(
         self, name: str, attributes: dict[str, str], started: float, call: Any

@@ -195,7 +195,7 @@ class ActivitySide:
         self.service = ActivityService(
             self._client,
             self._identity,
-            interceptors=[RequestMetrics(meter, namespace)],
+            on_call=RequestMetrics(meter, namespace),
             compression=(self.pool.config if self.pool else PoolConfig()).rpc_compression,
         )
         blob_limit = await self._describe_namespace()
