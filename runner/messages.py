@@ -181,7 +181,7 @@ class RunTask:
     # Set when the child converts: the arguments as serialised Payloads (the codec
     # already applied in reverse), decoded in the child with the activity's
     # ``arg_types``; ``args`` is empty then.
-    encoded_args: bytes | None = None
+    encoded_args: bytes | memoryview | None = None
     # The same for ``info.heartbeat_details`` (``info`` carries none then).
     encoded_heartbeat: bytes | None = None
     # Return a completed task's value as serialised Payloads (``TaskDone.result``).

@@ -30,7 +30,7 @@ from temporalio.api.workflowservice.v1 import (
 from .._errors import PoolError
 from ..observe.sdk_metrics import ActivityMetrics
 from ..supervisor import ProcessPool, Reservation
-from .service import POLL_DEADLINE, ActivityService, poll_with_retry
+from .service import POLL_DEADLINE, ActivityService, Polled, poll_with_retry
 from .slots import RateLimiter, Slots
 
 __all__ = ["PollSettings", "Poller", "PollerScaler"]
@@ -87,7 +87,10 @@ class Poller:
         slots: Slots,
         limiter: RateLimiter | None,
         pool: ProcessPool | None,
-        dispatch: Callable[[PollActivityTaskQueueResponse, Reservation | None], None],
+        # (the response, its input's bytes as they came or None, the child promised)
+        dispatch: Callable[
+            [PollActivityTaskQueueResponse, memoryview | None, Reservation | None], None
+        ],
         metrics: ActivityMetrics | None = None,
     ) -> None:
         self._service = service
@@ -198,9 +201,10 @@ class Poller:
                 await self._limiter.wait()
             if self._stopping:
                 return
-            response = await poll_with_retry(
+            polled = await poll_with_retry(
                 lambda: self._poll_once(request), on_failure=self._poll_failed
             )
+            response = polled.response
             self.poll_failure = None
             self.polls += 1
             if outcome is not None:
@@ -221,7 +225,7 @@ class Poller:
             # Even while stopping: an accepted task is always run and reported.
             # Its slot is used from now on, as in sdk-core (the task is received).
             self._slots.mark_used(permit, response.task_token, response.activity_type.name)
-            self._dispatch(response, reservation)
+            self._dispatch(response, polled.input, reservation)
             handed_over = True
         except asyncio.CancelledError:
             if self._stopping:
@@ -245,19 +249,17 @@ class Poller:
     def _poll_failed(self, reason: str) -> None:
         self.poll_failure = reason
 
-    async def _poll_once(
-        self, request: PollActivityTaskQueueRequest
-    ) -> PollActivityTaskQueueResponse:
+    async def _poll_once(self, request: PollActivityTaskQueueRequest) -> Polled:
         call = self._service.call_once("PollActivityTaskQueue", request, POLL_DEADLINE)
         self._calls[call] = asyncio.current_task()
         self._pollers_changed()
         loop = asyncio.get_running_loop()
         sent = loop.time()
         try:
-            response: PollActivityTaskQueueResponse = await call
+            polled: Polled = await call
         finally:
             self._calls.pop(call, None)
             self._pollers_changed()
-        if response.task_token and self._pool is not None:
+        if polled.response.task_token and self._pool is not None:
             self._pool.lookahead.observe_poll(loop.time() - sent)
-        return response
+        return polled

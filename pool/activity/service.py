@@ -12,10 +12,10 @@ thread that makes the call, here the worker's one asyncio thread, so gzip of a 1
 payload (~6 ms to send, ~2 ms more to receive one the server compressed) would be paid
 on the parent's core for every task. ``"auto"`` compresses only what is cheap to.
 
-A completion whose result a child serialised goes out as :class:`Spliced`: the
-request's small fields serialised here, the child's bytes appended as the result
-field, never parsed into a message and serialised again (~1 MiB copied once instead
-of three times).
+Large payloads are moved, not re-encoded (pool.activity.wire): a poll's answer keeps
+its ``input`` field's bytes for the child (:class:`Polled`), and a completion whose
+result a child serialised goes out as a ``Spliced`` request, the child's bytes appended
+to the request's own.
 """
 
 from __future__ import annotations
@@ -26,27 +26,28 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import grpc
 import grpc.aio
 import temporalio.client
 import temporalio.service
-from google.protobuf.message import Message
 from temporalio.api.workflowservice.v1 import (
+    PollActivityTaskQueueRequest,
+    PollActivityTaskQueueResponse,
     RespondActivityTaskCompletedResponse,
     WorkflowServiceStub,
 )
 
 from .retry import NORMAL_BACKOFF, Backoff, RandomSource, call_retry_delay, poll_retry
+from .wire import field_bytes
 
 __all__ = [
     "COMPRESS_UP_TO",
     "ActivityService",
     "CallObserver",
     "RpcCompression",
-    "Spliced",
-    "as_message",
+    "Polled",
     "call_compression",
     "channel_settings",
     "describe_rpc_error",
@@ -88,54 +89,34 @@ def call_compression(
     return grpc.Compression.Gzip
 
 
-class Spliced:
-    """A request and, beside it, one length-delimited field's bytes already serialised
-    (a child's Payloads, possibly a memoryview of the frame they came in).
+class Polled(NamedTuple):
+    """What a PollActivityTaskQueue call answers: the response, and its ``input``
+    field's bytes as they came (``wire.field_bytes``; None when it has none)."""
 
-    Its wire form is the message's own bytes followed by that field: protobuf reads
-    fields in any order, so this is the message with the field set, as long as the
-    message itself leaves the field unset.
-    """
-
-    def __init__(self, message: Message, field: str, data: bytes | memoryview) -> None:
-        number = message.DESCRIPTOR.fields_by_name[field].number
-        if message.HasField(field):  # it would then be on the wire twice
-            raise ValueError(f"{type(message).__name__} already has its {field!r} field set")
-        self.message = message
-        self.field = field
-        self.data = data
-        self._head = _varint(number << 3 | 2) + _varint(len(data))
-
-    def SerializeToString(self) -> bytes:  # protobuf's name: grpc's serializer calls it
-        return b"".join((self.message.SerializeToString(), self._head, self.data))
-
-    def ByteSize(self) -> int:
-        return self.message.ByteSize() + len(self._head) + len(self.data)
+    response: PollActivityTaskQueueResponse
+    input: memoryview | None
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+def _polled(data: bytes) -> Polled:
+    return Polled(PollActivityTaskQueueResponse.FromString(data), field_bytes(data, _INPUT))
 
 
-def as_message(request: Any) -> Any:
-    """The protobuf message a request stands for (a :class:`Spliced` one parsed whole,
-    as the server reads it); any other request as it is."""
-    if isinstance(request, Spliced):
-        return type(request.message).FromString(request.SerializeToString())
-    return request
+_INPUT = PollActivityTaskQueueResponse.DESCRIPTOR.fields_by_name["input"].number
+_METHOD = "/temporal.api.workflowservice.v1.WorkflowService/"
 
 
 def _stub(channel: grpc.aio.Channel) -> WorkflowServiceStub:
-    """The generated stub, with RespondActivityTaskCompleted serialising its request
-    by duck type (the generated one calls the request class's method: no Spliced)."""
+    """The generated stub, except: PollActivityTaskQueue answers :class:`Polled`, and
+    RespondActivityTaskCompleted serialises its request by duck type (the generated
+    one calls the request class's method: no ``wire.Spliced``)."""
     stub = WorkflowServiceStub(channel)
+    stub.PollActivityTaskQueue = channel.unary_unary(  # type: ignore[misc]
+        _METHOD + "PollActivityTaskQueue",
+        request_serializer=PollActivityTaskQueueRequest.SerializeToString,
+        response_deserializer=_polled,
+    )
     stub.RespondActivityTaskCompleted = channel.unary_unary(  # type: ignore[misc]
-        "/temporal.api.workflowservice.v1.WorkflowService/RespondActivityTaskCompleted",
+        _METHOD + "RespondActivityTaskCompleted",
         request_serializer=_serialize,
         response_deserializer=RespondActivityTaskCompletedResponse.FromString,
     )

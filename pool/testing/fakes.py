@@ -29,7 +29,7 @@ from temporalio.api.workflowservice.v1 import (
 
 from runner import RunTask, TaskDone
 
-from ..activity.service import as_message
+from ..activity.wire import as_message
 from ..supervisor import ChildKilled, Reservation
 
 __all__ = [

@@ -11,13 +11,15 @@ from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
 
 import pool
 from pool.activity.poller import Poller, PollSettings
+from pool.activity.service import Polled
 from pool.activity.slots import Slots
 from tests.helpers import async_assert_eventually, workflow_id
 from tests.pool import _activities as A
 
 
 class _Call:
-    """A grpc.aio-like call: awaitable, cancel() works only before it completes."""
+    """A grpc.aio-like call: awaitable, cancel() works only before it completes. It
+    answers what the service's poll answers: the response, as ``Polled``."""
 
     def __init__(self) -> None:
         self.future: asyncio.Future[PollActivityTaskQueueResponse] = (
@@ -25,7 +27,8 @@ class _Call:
         )
 
     def __await__(self):
-        return self.future.__await__()
+        response = yield from self.future.__await__()
+        return Polled(response, None)
 
     def cancel(self) -> bool:
         return self.future.cancel()
@@ -57,7 +60,7 @@ def _poller(service: _Service, dispatched: list, slots: Slots) -> Poller:
         slots=slots,
         limiter=None,
         pool=None,
-        dispatch=lambda response, reserved: dispatched.append(response),
+        dispatch=lambda response, input_bytes, reserved: dispatched.append(response),
     )
 
 

@@ -6,17 +6,9 @@ from __future__ import annotations
 import grpc
 import pytest
 import temporalio.service
-from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.api.workflowservice.v1 import RespondActivityTaskCompletedRequest
 
 import pool
-from pool.activity.service import (
-    COMPRESS_UP_TO,
-    Spliced,
-    as_message,
-    call_compression,
-    channel_settings,
-)
+from pool.activity.service import COMPRESS_UP_TO, call_compression, channel_settings
 
 pytestmark = pytest.mark.unit
 
@@ -91,23 +83,3 @@ def test_the_size_is_measured_only_when_the_mode_needs_it() -> None:
 def test_an_unknown_compression_is_a_config_error_naming_the_choices() -> None:
     with pytest.raises(pool.WorkerConfigError, match="'auto', 'gzip' or 'none'"):
         pool.PoolConfig(rpc_compression="brotli")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("size", [0, 1, 127, 128, 300_000])
-def test_a_spliced_request_is_the_message_with_the_field_set(size):
-    result = Payloads(payloads=[Payload(metadata={"encoding": b"binary/plain"}, data=b"r" * size)])
-    base = RespondActivityTaskCompletedRequest(task_token=b"token", identity="me", namespace="ns")
-    spliced = Spliced(base, "result", memoryview(result.SerializeToString()))
-    whole = RespondActivityTaskCompletedRequest()
-    whole.CopyFrom(base)
-    whole.result.CopyFrom(result)
-    wire = spliced.SerializeToString()
-    assert RespondActivityTaskCompletedRequest.FromString(wire) == whole
-    assert spliced.ByteSize() == len(wire) == whole.ByteSize()
-    assert as_message(spliced) == whole
-
-
-def test_a_field_the_message_already_has_cannot_be_spliced_in():
-    base = RespondActivityTaskCompletedRequest(result=Payloads(payloads=[Payload(data=b"x")]))
-    with pytest.raises(ValueError, match="already has its 'result'"):
-        Spliced(base, "result", b"")

@@ -150,7 +150,9 @@ def _run_task(task: Task, args: Sequence[Any]) -> RunTask:
     assert task.info is not None
     encoded = None
     if isinstance(args, EncodedArgs) and not args.decoded:
-        encoded = args.payloads.SerializeToString()
+        encoded = args.serialized
+        if encoded is None:
+            encoded = args.payloads.SerializeToString()
         args = ()
     return RunTask(
         task_id=task.id,

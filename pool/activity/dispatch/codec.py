@@ -55,8 +55,11 @@ class EncodedArgs(Sequence[Any]):
         payloads: Payloads,
         converter: temporalio.converter.PayloadConverter,
         type_hints: list[type] | None,
+        serialized: bytes | memoryview | None = None,
     ) -> None:
         self.payloads = payloads
+        # ``payloads`` serialised, when known (the poll response's own bytes of them).
+        self.serialized = serialized
         self._converter = converter
         self._type_hints = type_hints
         self._values: list[Any] | None = None

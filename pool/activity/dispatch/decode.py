@@ -76,9 +76,12 @@ async def decode_args(
     defn: temporalio.activity._Definition,
     dc: temporalio.converter.DataConverter,
     in_child: bool,
+    input_bytes: bytes | memoryview | None = None,
 ) -> Sequence[Any]:
     """The task's arguments: decoded here, or (``in_child``) through the codec only,
-    as :class:`EncodedArgs` that the child decodes unless an interceptor reads them."""
+    as :class:`EncodedArgs` that the child decodes unless an interceptor reads them.
+    ``input_bytes``: ``resp.input`` serialised as it came, which the child gets as they
+    are when no codec changes them."""
     payloads = resp.input.payloads
     arg_types = defn.arg_types
     if not defn.name:
@@ -88,7 +91,9 @@ async def decode_args(
     try:
         if in_child:
             decoded = await codec_decoded(dc, resp.input)
-            return EncodedArgs(decoded, dc.payload_converter, arg_types)
+            # Without a codec (codec_decoded passed resp.input through) they are exact.
+            as_sent = input_bytes if dc.payload_codec is None or not payloads else None
+            return EncodedArgs(decoded, dc.payload_converter, arg_types, as_sent)
         args = await dc.decode(payloads, type_hints=arg_types) if payloads else []
     except Exception as err:
         raise temporalio.exceptions.ApplicationError(

@@ -171,9 +171,18 @@ class Dispatcher:
 
     # -- entry points -------------------------------------------------------------------
 
-    def start(self, resp: PollActivityTaskQueueResponse, reservation: Reservation | None) -> None:
-        """Take ownership of a polled task (and of its slot and child reservation)."""
-        handle = asyncio.create_task(self._handle(resp, reservation), name="activity-task")
+    def start(
+        self,
+        resp: PollActivityTaskQueueResponse,
+        input_bytes: bytes | memoryview | None,
+        reservation: Reservation | None,
+    ) -> None:
+        """Take ownership of a polled task (and of its slot and child reservation).
+        ``input_bytes``: ``resp.input`` as the server serialised it, if known (a child
+        that converts gets them as they are)."""
+        handle = asyncio.create_task(
+            self._handle(resp, input_bytes, reservation), name="activity-task"
+        )
         self._running.add(handle)
         handle.add_done_callback(self._task_finished)
 
@@ -238,7 +247,10 @@ class Dispatcher:
     # -- one task ----------------------------------------------------------------------
 
     async def _handle(
-        self, resp: PollActivityTaskQueueResponse, reservation: Reservation | None
+        self,
+        resp: PollActivityTaskQueueResponse,
+        input_bytes: bytes | memoryview | None,
+        reservation: Reservation | None,
     ) -> None:
         task = Task(
             id=next(self._ids),
@@ -246,6 +258,7 @@ class Dispatcher:
             activity_type=resp.activity_type.name,
             received=time.monotonic(),
             workflow_type=resp.workflow_type.name,
+            input_bytes=input_bytes,
         )
         self._tasks[task.token] = task
         limit = decode.duration(resp, "start_to_close_timeout") or decode.duration(
@@ -305,7 +318,8 @@ class Dispatcher:
         child_converts = task.executor.takes_child and defn.name in self._children_convert
         child_encodes = child_converts and not self._interceptors
         try:
-            args = await decode.decode_args(resp, defn, dc, child_converts)
+            args = await decode.decode_args(resp, defn, dc, child_converts, task.input_bytes)
+            task.input_bytes = None  # EncodedArgs has them now, if it needs them
             details, task.encoded_heartbeat = await decode.decode_heartbeat(resp, dc, child_encodes)
         except temporalio.exceptions.ApplicationError as error:
             return await from_verdict(task, decide(error), dc)

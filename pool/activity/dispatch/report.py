@@ -34,7 +34,8 @@ from temporalio.api.workflowservice.v1 import (
 import runner.context
 import runner.failures
 from pool.activity.heartbeats import HeartbeatManager
-from pool.activity.service import ActivityService, Spliced, describe_rpc_error
+from pool.activity.service import ActivityService, describe_rpc_error
+from pool.activity.wire import Spliced
 from pool.observe.sdk_metrics import ActivityMetrics
 
 from .child_executor import EncodedResult

@@ -27,7 +27,7 @@ from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
 
 from pool._errors import ChildProcessDied
 from pool.activity.dispatch import Dispatcher, DispatchSettings, State
-from pool.activity.service import Spliced
+from pool.activity.wire import Spliced
 from pool.testing.fakes import (
     FakeActivityService,
     FakeProcessPool,
@@ -88,6 +88,7 @@ class Harness:
         self.pool = pool if pool is not None else FakeProcessPool()
         self.shared = FakeSharedState()
         self.released: list[bytes] = []
+        self.inputs: list[memoryview | None] = []  # what start() handed over
         defns = [temporalio.activity._Definition.must_from_callable(f) for f in (crunch, waits)]
         self.dispatcher = Dispatcher(
             service=self.service,  # type: ignore[arg-type]
@@ -105,7 +106,16 @@ class Harness:
             children_convert=children_convert,
         )
 
-    def start(self, activity: str, *args: Any, reserved: bool = False, **timeouts: float) -> bytes:
+    def start(
+        self,
+        activity: str,
+        *args: Any,
+        reserved: bool = False,
+        as_sent: bool = False,
+        **timeouts: float,
+    ) -> bytes:
+        """Poll response ``activity(*args)``; ``as_sent``: with its input's bytes as
+        the poller hands them over (service.Polled)."""
         resp = PollActivityTaskQueueResponse(
             task_token=b"token-%d" % next(_tokens),
             activity_id="a1",
@@ -118,7 +128,9 @@ class Harness:
         resp.input.payloads.extend(DEFAULT.payload_converter.to_payloads(args))
         for name, seconds in timeouts.items():
             getattr(resp, name).FromTimedelta(timedelta(seconds=seconds))
-        self.dispatcher.start(resp, self.pool.promise() if reserved else None)
+        input_bytes = memoryview(resp.input.SerializeToString()) if as_sent else None
+        self.inputs.append(input_bytes)
+        self.dispatcher.start(resp, input_bytes, self.pool.promise() if reserved else None)
         return resp.task_token
 
     async def idle(self) -> None:
@@ -334,6 +346,26 @@ async def test_a_result_the_child_encoded_goes_out_as_its_bytes_without_a_codec(
     name, request = h.only_report()
     assert name == "RespondActivityTaskCompleted" and request.task_token == token
     assert request.result == result and request.identity == h.service.identity
+
+
+@pytest.mark.parametrize("codec", [None, ReversingCodec()], ids=["no-codec", "codec"])
+async def test_a_child_gets_the_arguments_bytes_as_the_poll_brought_them(codec):
+    got: list[Any] = []
+
+    def encodes(task: RunTask) -> TaskDone:
+        got.append(task.encoded_args)
+        return TaskDone(task_id=task.task_id, outcome="completed", value=1)
+
+    dc = temporalio.converter.DataConverter(payload_codec=codec)
+    h = Harness(FakeProcessPool(encodes), dc=dc, children_convert=["crunch"])
+    h.start("crunch", 4, as_sent=True)
+    await h.idle()
+    [encoded] = got
+    if codec is None:
+        assert encoded is h.inputs[0]  # not serialised again
+    else:  # the codec made new payloads: those are what the child decodes
+        assert encoded is not h.inputs[0]
+        assert Payloads.FromString(bytes(encoded)).payloads[0].metadata["encoding"] == b"json/plain"
 
 
 async def test_a_result_the_child_encoded_gets_the_codec_in_the_parent():
