@@ -2,6 +2,9 @@
 
     ActivityService  service.py     our grpc.aio channel; retry rules as pure functions
                                     (retry.py: status code, attempt, clock -> delay or give up)
+    field_bytes      wire.py        large payloads moved, not re-encoded: a poll's input
+    Spliced                         bytes as they came, a child's result appended to a
+                                    completion's own bytes (pure)
     Slots            slots.py       a slot per task: counting, resource-based or a user's
                                     CustomSlotSupplier; RateLimiter spaces task starts
     Poller           poller.py      slot -> child reserved -> rate limit -> PollActivityTaskQueue
