@@ -36,9 +36,8 @@ class Spliced:
         if message.HasField(field):  # it would then be on the wire twice
             raise ValueError(f"{type(message).__name__} already has its {field!r} field set")
         self.message = message
-        self.field = field
         self.data = data
-        self._head = _varint(number << 3 | 2) + _varint(len(data))
+        self._head = _varint(number << 3 | _LENGTH_DELIMITED) + _varint(len(data))
 
     def SerializeToString(self) -> bytes:  # protobuf's name: grpc's serializer calls it
         return b"".join((self.message.SerializeToString(), self._head, self.data))

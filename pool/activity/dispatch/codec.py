@@ -22,7 +22,13 @@ from temporalio.api.failure.v1 import Failure
 
 from pool._errors import ChildTraceback
 
-__all__ = ["EncodedArgs", "codec_decoded", "decode_child_failure", "encode_payloads"]
+__all__ = [
+    "EncodedArgs",
+    "codec_decoded",
+    "codec_leaves",
+    "decode_child_failure",
+    "encode_payloads",
+]
 
 
 async def encode_payloads(dc: temporalio.converter.DataConverter, payloads: Payloads) -> None:
@@ -31,14 +37,21 @@ async def encode_payloads(dc: temporalio.converter.DataConverter, payloads: Payl
         await dc.payload_codec.encode_wrapper(payloads)
 
 
+def codec_leaves(dc: temporalio.converter.DataConverter, payloads: Payloads) -> bool:
+    """Whether the codec leaves ``payloads`` as they are (no codec, or nothing to decode):
+    :func:`codec_decoded` then returns them, so their serialised bytes still hold."""
+    return dc.payload_codec is None or not payloads.payloads
+
+
 async def codec_decoded(dc: temporalio.converter.DataConverter, payloads: Payloads) -> Payloads:
     """``payloads`` with the codec applied in reverse: a new message; without a codec,
     ``payloads`` itself (copying a message with large payloads costs the parent's
     core a millisecond per MiB)."""
-    if dc.payload_codec is None or not payloads.payloads:
+    codec = dc.payload_codec
+    if codec is None or codec_leaves(dc, payloads):
         return payloads
     decoded = Payloads()
-    decoded.payloads.extend(await dc.payload_codec.decode(list(payloads.payloads)))
+    decoded.payloads.extend(await codec.decode(list(payloads.payloads)))
     return decoded
 
 

@@ -25,7 +25,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from temporalio.api.common.v1 import Payload
 from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
 
-from .codec import EncodedArgs, codec_decoded
+from .codec import EncodedArgs, codec_decoded, codec_leaves
 
 __all__ = [
     "build_info",
@@ -90,9 +90,8 @@ async def decode_args(
         arg_types = None
     try:
         if in_child:
+            as_sent = input_bytes if codec_leaves(dc, resp.input) else None
             decoded = await codec_decoded(dc, resp.input)
-            # Without a codec (codec_decoded passed resp.input through) they are exact.
-            as_sent = input_bytes if dc.payload_codec is None or not payloads else None
             return EncodedArgs(decoded, dc.payload_converter, arg_types, as_sent)
         args = await dc.decode(payloads, type_hints=arg_types) if payloads else []
     except Exception as err:
