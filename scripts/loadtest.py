@@ -113,6 +113,10 @@ _NOOP_VS_STOCK_PROCESS = 3.0
 _NOOP_VS_STOCK_ASYNC = 0.8
 _CPU_EFF_LONG = 0.97  # 500 ms activities
 _CPU_EFF_SHORT = 0.90  # 20 ms activities
+# Targets of issue 13, checked for payloads of at least 1 MiB against stock-process.
+_PAYLOAD_PARENT_CPU = 1 / 3  # pool's parent CPU per activity / stock's, at most
+_PAYLOAD_THROUGHPUT = 1.5  # at least
+_PAYLOAD_TARGET_KB = 1024
 
 
 # -- the workload ------------------------------------------------------------------------
@@ -820,9 +824,17 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 else None,
                 # < 1: the base is faster
                 "latency_p50": ratio(base["latency_s"]["p50"], other["latency_s"]["p50"]),
+                # < 1: the base's parent spends less CPU per completed activity
+                "parent_cpu": ratio(
+                    _parent_cpu_per_activity(base), _parent_cpu_per_activity(other)
+                ),
             }
         )
     return out
+
+
+def _parent_cpu_per_activity(result: dict[str, Any]) -> float | None:
+    return result["parent_cpu_s"] / result["completed"] if result["completed"] else None
 
 
 def median_ratios(per_repeat: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -832,7 +844,7 @@ def median_ratios(per_repeat: list[list[dict[str, Any]]]) -> list[dict[str, Any]
     out = []
     for i, first in enumerate(per_repeat[0]):
         row: dict[str, Any] = {"base": first["base"], "other": first["other"]}
-        for key in ("throughput", "cpu_efficiency", "latency_p50"):
+        for key in ("throughput", "cpu_efficiency", "latency_p50", "parent_cpu"):
             values = [rows[i][key] for rows in per_repeat if rows[i][key] is not None]
             row[key] = statistics.median(values) if values else None
             row[f"{key}_range"] = [min(values), max(values)] if values else None
@@ -851,7 +863,8 @@ def representative(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def targets(
     args: argparse.Namespace, results: list[dict[str, Any]], rows: list[dict[str, Any]]
 ) -> list[list[str]]:
-    """Issue 6's targets that this run can check: [what, value, target, PASS/MISS]."""
+    """Issue 6's and issue 13's targets that this run can check:
+    [what, value, target, PASS/MISS]."""
     checks: list[list[str]] = []
 
     def verdict(ok: bool) -> str:
@@ -892,6 +905,28 @@ def targets(
                         f"{r.get('cpu_ceiling', 0.0):.1%}",
                         "",
                         "",
+                    ]
+                )
+    if args.workload == "payload" and args.payload_kb >= _PAYLOAD_TARGET_KB:
+        for r in rows:
+            if (r["base"], r["other"]) != ("pool", "stock-process"):
+                continue
+            if r["parent_cpu"] is not None:
+                checks.append(
+                    [
+                        "parent CPU per activity pool / stock-process",
+                        f"{r['parent_cpu']:.2f}x",
+                        f"<= {_PAYLOAD_PARENT_CPU:.2f}x",
+                        verdict(r["parent_cpu"] <= _PAYLOAD_PARENT_CPU),
+                    ]
+                )
+            if r["throughput"] is not None:
+                checks.append(
+                    [
+                        "payload throughput pool / stock-process",
+                        f"{r['throughput']:.2f}x",
+                        f">= {_PAYLOAD_THROUGHPUT:g}x",
+                        verdict(r["throughput"] >= _PAYLOAD_THROUGHPUT),
                     ]
                 )
     return checks
@@ -989,7 +1024,15 @@ def print_report(
             print(f"ratios: median over {results[0]['repeats']} runs, each paired within its run")
         print(
             table(
-                ["ratio", "throughput", "(min-max)", "CPU eff", "latency p50"],
+                [
+                    "ratio",
+                    "throughput",
+                    "(min-max)",
+                    "CPU eff",
+                    "latency p50",
+                    "parent CPU/act",
+                    "(min-max)",
+                ],
                 [
                     [
                         f"{r['base']} / {r['other']}",
@@ -999,6 +1042,10 @@ def print_report(
                         else "{:.2f}-{:.2f}".format(*r["throughput_range"]),
                         fmt(r["cpu_efficiency"], ".2f", "x"),
                         fmt(r["latency_p50"], ".2f", "x"),
+                        fmt(r["parent_cpu"], ".2f", "x"),
+                        "-"
+                        if not r.get("parent_cpu_range")
+                        else "{:.2f}-{:.2f}".format(*r["parent_cpu_range"]),
                     ]
                     for r in rows
                 ],
@@ -1006,7 +1053,7 @@ def print_report(
         )
     if checks:
         print()
-        print(table(["target (issue 6)", "value", "target", ""], checks))
+        print(table(["target (issues 6, 13)", "value", "target", ""], checks))
 
 
 def print_runs(per_repeat: list[list[dict[str, Any]]]) -> None:

@@ -69,6 +69,9 @@ def test_loadtest_compares_every_worker(dev_server: DevServer, tmp_path: Path) -
         ("pool", "stock-async"),
     ]
     assert "pool / stock-process" in out
+    # The parent CPU per activity, paired: every worker here has a parent that spent some.
+    assert all(r["parent_cpu"] > 0 for r in data["ratios"]), data["ratios"]
+    assert "parent CPU/act" in out
     # matplotlib is in the test environment: the chart is written, a real PNG.
     assert "wrote" in out and "chart.png" in out, out
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
