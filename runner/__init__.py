@@ -9,6 +9,7 @@ Public modules, imported by the parent too:
     runner.failures   the failure reported when the data converter cannot build one
     runner.metrics    activity.metric_meter() buffered in the child, replayed by the parent
     runner.trace      the OpenTelemetry context across the process hop
+    runner.report     a child's own completion RPC for a large result (ReportSettings)
 
 Private, the child's own: ``_child`` (its loop and the cancel protocol), ``_task`` (one
 task from PackedTask to TaskDone), ``_conversion`` (payloads and failures in the child),

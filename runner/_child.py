@@ -6,6 +6,8 @@
                                main thread, whose handler raises CancelledError
     activity.heartbeat() ─▶ newest details kept locally ─▶ shipper thread
                             (runner._shipper) ─▶ SharedStateManager hub ─▶ parent
+    a large result the parent lets it send ─▶ runner.report ─▶ Temporal server; the
+                            TaskDone then says how the server answered
 
 ``activity.heartbeat()`` and ``activity.is_cancelled()`` touch only local memory;
 everything that costs a system call happens on the helper threads. The process
@@ -22,7 +24,7 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import temporalio.converter
@@ -60,6 +62,7 @@ from .messages import (
     loads,
     task_from_wire,
 )
+from .report import ChildReporter
 
 __all__ = ["EXIT_BROKEN", "EXIT_PARENT_GONE", "child_main"]
 
@@ -95,6 +98,7 @@ class _Child:
         self._main_ident = threading.get_ident()
         # A manager proxy: rebuilt only now, once the authkeys are set.
         self._shipper = Shipper(loads(spec.heartbeat_sender), self._heartbeat_failed)
+        self._reporter = ChildReporter(spec.report) if spec.report is not None else None
         self.writer = writer
 
     # -- set-up ---------------------------------------------------------------
@@ -189,8 +193,9 @@ class _Child:
             if type(msg) is not tuple:
                 assert isinstance(msg, Stop), msg
                 return
-            done = self.run(task_from_wire(msg))
-            del msg, data  # the task's frame (its arguments' bytes) is not needed now
+            task = task_from_wire(msg)
+            done = self._report(task, self.run(task))
+            del msg, data, task  # the task's frame (its arguments' bytes) is not needed now
             try:
                 parts = dumps_frame(done_to_wire(done))
             except Exception as err:
@@ -244,6 +249,23 @@ class _Child:
             with self._lock:
                 self._current = None
         return run.done(outcome, value, failure, cpu)
+
+    def _report(self, task: PackedTask, done: TaskDone) -> TaskDone:
+        """Send a completed task's result to the server when the parent lets this child
+        (``task.report``) and its size is the child's to send; ``done`` says so then."""
+        reporter = self._reporter
+        result = done.result
+        if (
+            reporter is None
+            or not task.report
+            or done.outcome != "completed"
+            or result is None
+            or done.heartbeat_error is not None
+            or not reporter.settings.wants(len(result))
+        ):
+            return done
+        reported = reporter.complete(task.task_token, result)
+        return done if reported is None else replace(done, result=None, reported=reported)
 
     def _become_current(self, current: _Current) -> Any | None:
         """Make ``current`` the task cancels reach; its early cancel, if one came."""

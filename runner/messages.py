@@ -39,6 +39,8 @@ import cloudpickle
 import temporalio.activity
 import temporalio.common
 
+from .report import Reported, ReportSettings
+
 __all__ = [
     "ActivitySpec",
     "CancelTask",
@@ -157,6 +159,8 @@ class ChildSpec:
     native_threads: int | None = None
     # Pin the child to one core (its index, round robin over the allowed cores).
     cpu_affinity: bool = False
+    # How the child sends large results to the server itself (runner.report), or None.
+    report: ReportSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,8 @@ class RunTask:
     encoded_heartbeat: bytes | None = None
     # Return a completed task's value as serialised Payloads (``TaskDone.result``).
     encode_result: bool = False
+    # Send that result to the server itself when ``ChildSpec.report`` wants its size.
+    report: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,7 @@ class PackedTask:
     encoded_args: bytes | memoryview | None = None
     encoded_heartbeat: bytes | None = None
     encode_result: bool = False
+    report: bool = False
 
     @property
     def task_token(self) -> bytes:
@@ -226,6 +233,7 @@ def task_to_wire(task: RunTask) -> tuple[Any, ...]:
         out_of_band(task.encoded_args),
         task.encoded_heartbeat,
         task.encode_result,
+        task.report,
     )
 
 
@@ -299,6 +307,9 @@ class TaskDone:
     # (payload converter only; the parent applies the codec). In the parent a large
     # one is a read-only memoryview of the frame it came in (out_of_band).
     result: bytes | memoryview | None = None
+    # completed, and the child sent the result to the server itself (RunTask.report):
+    # the server's answer; ``result`` is None then.
+    reported: Reported | None = None
 
 
 def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
@@ -313,6 +324,7 @@ def done_to_wire(done: TaskDone) -> tuple[Any, ...]:
         done.cpu_seconds,
         done.metrics,
         out_of_band(done.result),
+        done.reported,
     )
 
 

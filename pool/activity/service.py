@@ -15,7 +15,9 @@ on the parent's core for every task. ``"auto"`` compresses only what is cheap to
 Large payloads are moved, not re-encoded (pool.activity.wire): a poll's answer keeps
 its ``input`` field's bytes for the child (:class:`Polled`), and a completion whose
 result a child serialised goes out as a ``Spliced`` request, the child's bytes appended
-to the request's own.
+to the request's own. A large result need not come here at all:
+:meth:`ActivityService.child_settings` tells children how to reach the frontend the
+same way, and they send it themselves (runner.report).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -38,6 +40,8 @@ from temporalio.api.workflowservice.v1 import (
     RespondActivityTaskCompletedResponse,
     WorkflowServiceStub,
 )
+
+from runner.report import ReportSettings
 
 from .retry import NORMAL_BACKOFF, Backoff, RandomSource, call_retry_delay, poll_retry
 from .wire import field_bytes
@@ -57,9 +61,18 @@ __all__ = [
 logger = logging.getLogger("pool.service")
 
 T = TypeVar("T")
-# Told of every call as it starts: (RPC name, request, the grpc.aio call). Our own hook
-# rather than a grpc.aio interceptor, which costs ~0.1-0.2 ms of CPU more per call.
-CallObserver = Callable[[str, Any, Any], None]
+
+
+class CallObserver(Protocol):
+    """Told of every call: our own hook rather than a grpc.aio interceptor, which costs
+    ~0.1-0.2 ms of CPU more per call."""
+
+    def __call__(self, name: str, request: Any, call: Any) -> None:
+        """A call starts: its RPC name, its request and the grpc.aio call."""
+
+    def ended(self, name: str, code: grpc.StatusCode, seconds: float) -> None:
+        """A call made elsewhere on this worker's behalf (a child's) ended so."""
+
 
 # Core's deadlines: a long poll is completed empty by the server at about 60 s;
 # 70 s leaves it room. Every other call gets 30 s.
@@ -130,7 +143,8 @@ def _serialize(request: Any) -> bytes:
 @dataclass(frozen=True)
 class _Settings:
     target: str
-    credentials: grpc.ChannelCredentials | None
+    # (root CA, client key, client certificate chain) for TLS; None: plaintext.
+    tls: tuple[bytes | None, bytes | None, bytes | None] | None
     options: tuple[tuple[str, Any], ...]
     metadata: tuple[tuple[str, str | bytes], ...]
     namespace: str
@@ -145,7 +159,7 @@ def channel_settings(client: temporalio.client.Client, identity: str | None = No
         target = target.split("://", 1)[1]
     tls = config.tls
     api_key = client.api_key
-    credentials: grpc.ChannelCredentials | None = None
+    material: tuple[bytes | None, bytes | None, bytes | None] | None = None
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -156,15 +170,11 @@ def channel_settings(client: temporalio.client.Client, identity: str | None = No
         ("grpc.primary_user_agent", "temporal-process-pool"),
     ]
     if isinstance(tls, temporalio.service.TLSConfig):
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=tls.server_root_ca_cert,
-            private_key=tls.client_private_key,
-            certificate_chain=tls.client_cert,
-        )
+        material = (tls.server_root_ca_cert, tls.client_private_key, tls.client_cert)
         if tls.domain:
             options.append(("grpc.ssl_target_name_override", tls.domain))
     elif tls is True or (tls is None and api_key):
-        credentials = grpc.ssl_channel_credentials()
+        material = (None, None, None)  # the system's roots, no client certificate
     metadata: list[tuple[str, str | bytes]] = [("temporal-namespace", client.namespace)]
     for key, value in client.rpc_metadata.items():
         metadata.append((key.lower(), value))
@@ -172,7 +182,7 @@ def channel_settings(client: temporalio.client.Client, identity: str | None = No
         metadata.append(("authorization", f"Bearer {api_key}"))
     return _Settings(
         target=target,
-        credentials=credentials,
+        tls=material,
         options=tuple(options),
         metadata=tuple(metadata),
         namespace=client.namespace,
@@ -201,14 +211,39 @@ class ActivityService:
         self._channel = self._open(self._settings)
         self._stub = _stub(self._channel)
         self._old_channels: list[grpc.aio.Channel] = []
+        # Counts replace_client: settings given to children under another one are stale.
+        self.generation = 0
 
     @staticmethod
     def _open(settings: _Settings) -> grpc.aio.Channel:
-        if settings.credentials is None:
+        if settings.tls is None:
             return grpc.aio.insecure_channel(settings.target, options=settings.options)
-        return grpc.aio.secure_channel(
-            settings.target, settings.credentials, options=settings.options
+        credentials = grpc.ssl_channel_credentials(*settings.tls)
+        return grpc.aio.secure_channel(settings.target, credentials, options=settings.options)
+
+    def child_settings(self, from_size: int, up_to: int | None) -> ReportSettings:
+        """How a child reaches the frontend as this service does (target, TLS, API key,
+        metadata, identity, the compression rule), for the results of ``from_size`` to
+        ``up_to`` bytes (None: no upper bound) that children send themselves."""
+        s = self._settings
+        gzip_up_to = {"gzip": MAX_MESSAGE, "none": -1}.get(self.compression, COMPRESS_UP_TO)
+        return ReportSettings(
+            target=s.target,
+            tls=s.tls,
+            options=s.options,
+            metadata=s.metadata,
+            namespace=s.namespace,
+            identity=s.identity,
+            from_size=from_size,
+            up_to=up_to,
+            gzip_up_to=gzip_up_to,
+            timeout=CALL_DEADLINE,
         )
+
+    def call_ended(self, name: str, code: grpc.StatusCode, seconds: float) -> None:
+        """A call a child made for this worker ended: counted as our own calls are."""
+        if self._on_call is not None:
+            self._on_call.ended(name, code, seconds)
 
     @property
     def namespace(self) -> str:
@@ -228,6 +263,7 @@ class ActivityService:
         self._settings = channel_settings(client, self._settings.identity)
         self._channel = self._open(self._settings)
         self._stub = _stub(self._channel)
+        self.generation += 1
 
     async def close(self) -> None:
         for channel in [*self._old_channels, self._channel]:

@@ -16,6 +16,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from runner.report import field_head
+
 __all__ = ["Spliced", "as_message", "field_bytes"]
 
 # Wire types (https://protobuf.dev/programming-guides/encoding/).
@@ -37,22 +39,13 @@ class Spliced:
             raise ValueError(f"{type(message).__name__} already has its {field!r} field set")
         self.message = message
         self.data = data
-        self._head = _varint(number << 3 | _LENGTH_DELIMITED) + _varint(len(data))
+        self._head = field_head(number, len(data))
 
     def SerializeToString(self) -> bytes:  # protobuf's name: grpc's serializer calls it
         return b"".join((self.message.SerializeToString(), self._head, self.data))
 
     def ByteSize(self) -> int:
         return self.message.ByteSize() + len(self._head) + len(self.data)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def as_message(request: Any) -> Any:

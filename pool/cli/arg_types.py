@@ -1,6 +1,7 @@
 """Argument types of the command line: the text of one flag -> its value, or a usage error.
 
     "512M" ─▶ parse_size     ─▶ 536870912
+    "64K"  ─▶ size_or_off    ─▶ 65536 | "off"
     "auto" ─▶ native_threads ─▶ "auto" | a number of threads | 0 ("off")
     "info" ─▶ log_level      ─▶ "INFO"
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 
-__all__ = ["log_level", "native_threads", "parse_size"]
+__all__ = ["log_level", "native_threads", "parse_size", "size_or_off"]
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -27,6 +28,11 @@ def parse_size(text: str) -> int:
             "(for example 512M or 2G)"
         )
     return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+
+
+def size_or_off(text: str) -> int | str:
+    """A size as :func:`parse_size` reads it, or ``off``."""
+    return "off" if text.strip().lower() == "off" else parse_size(text)
 
 
 def native_threads(text: str) -> int | str:

@@ -16,7 +16,7 @@ import argparse
 import os
 from typing import Any
 
-from .arg_types import log_level, native_threads, parse_size
+from .arg_types import log_level, native_threads, parse_size, size_or_off
 from .connection import DEFAULT_ADDRESS, DEFAULT_NAMESPACE
 from .errors import (
     EXIT_CONFIG,
@@ -322,6 +322,15 @@ def _add_cancel_and_polling_flags(r: Any) -> None:
         "to 32 KiB and asks for tasks uncompressed, so large payloads cost the worker's "
         "one event-loop core no compression; gzip compresses every call, as the stock "
         "worker does; none compresses nothing",
+    )
+    r.add_argument(
+        "--child-reports-from",
+        type=size_or_off,
+        default=None,
+        metavar="SIZE|off",
+        help="a result of at least SIZE (default: 64K) is sent to the server by the child "
+        "that produced it, not by the worker's one event-loop core (only without a "
+        "payload codec or activity interceptor); off: the worker sends every result",
     )
 
 

@@ -56,6 +56,9 @@ def pool_config(args: argparse.Namespace) -> Any:
         options["lookahead"] = args.lookahead
     if args.rpc_compression is not None:
         options["rpc_compression"] = args.rpc_compression
+    if args.child_reports_from is not None:
+        off = args.child_reports_from == "off"
+        options["child_reports_from"] = None if off else args.child_reports_from
     if args.native_threads is not None:
         options["native_threads"] = args.native_threads or None
     if args.cpu_affinity:
@@ -87,6 +90,7 @@ def _pool_flags_given(args: argparse.Namespace) -> bool:
                 "prefetch",
                 "lookahead",
                 "rpc_compression",
+                "child_reports_from",
                 "crash_loop_max_deaths",
                 "crash_loop_window",
                 "native_threads",

@@ -181,7 +181,15 @@ class RequestMetrics:
         self, name: str, attributes: dict[str, str], started: float, call: Any
     ) -> None:
         elapsed = timedelta(seconds=time.monotonic() - started)
-        code = await call.code()
+        self._count(name, attributes, await call.code(), elapsed)
+
+    def ended(self, name: str, code: grpc.StatusCode, seconds: float) -> None:
+        """A call a child made for this worker (runner.report), counted as ours are."""
+        self._count(name, {"operation": name}, code, timedelta(seconds=seconds))
+
+    def _count(
+        self, name: str, attributes: dict[str, str], code: grpc.StatusCode, elapsed: timedelta
+    ) -> None:
         long = name in _LONG_POLLS
         if code == grpc.StatusCode.OK:
             (self._long if long else self._request).add(1, attributes)

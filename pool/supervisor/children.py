@@ -45,6 +45,7 @@ from runner import (
     task_to_wire,
 )
 from runner.frames import FrameReader, send_frame
+from runner.report import ReportSettings
 
 from .._config import PoolConfig
 from .._errors import ChildStartError, PoolError, WorkerConfigError
@@ -284,6 +285,7 @@ def child_spec_template(
     converter: Any,
     heartbeat_sender: Any,
     config: PoolConfig,
+    report: ReportSettings | None = None,
 ) -> dict[str, Any]:
     """What every child's :class:`runner.ChildSpec` holds but its index: serialised once."""
     return {
@@ -298,6 +300,7 @@ def child_spec_template(
         "initializer": _pickled_initializer(config),
         "native_threads": config.native_thread_limit(),
         "cpu_affinity": config.cpu_affinity,
+        "report": report,
     }
 
 

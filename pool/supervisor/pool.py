@@ -33,6 +33,7 @@ from typing import Any
 from multiprocess import get_context
 
 from runner import ActivitySpec, CancelTask, RunTask, TaskDone
+from runner.report import ReportSettings
 
 from .._changes import Changes
 from .._config import PoolConfig
@@ -162,10 +163,12 @@ class ProcessPool:
         converter: Any,
         heartbeat_sender: Any,
         on_fatal: Callable[[BaseException], None],
+        report: ReportSettings | None = None,
     ) -> None:
         """Start every child and wait until each has loaded the activities and run the
         initializer. A child that fails before it is ready fails the start with its
-        :class:`ChildStartError`."""
+        :class:`ChildStartError`. ``report``: how children send large results to the
+        server themselves (None: they never do)."""
         if self._started:
             raise PoolError("This ProcessPool is already running; give each worker its own")
         self._started = True
@@ -173,7 +176,7 @@ class ProcessPool:
         ctx = get_context(self.config.start_method)
         if self.config.start_method == "forkserver":
             ctx.set_forkserver_preload(preload_modules(activities, self.config.preload))
-        template = child_spec_template(activities, converter, heartbeat_sender, self.config)
+        template = child_spec_template(activities, converter, heartbeat_sender, self.config, report)
         self._supervision.begin(self._loop, ctx, template, on_fatal)
         for index in range(self.size):
             self._supervision.spawn(index)

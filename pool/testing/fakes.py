@@ -65,6 +65,8 @@ class FakeActivityService:
         self.sent: list[Any] = []  # the requests as given (a Spliced one unparsed)
         self.errors: dict[str, BaseException] = {}  # RPC name -> what the call raises
         self.heartbeat_response = RecordActivityTaskHeartbeatResponse()
+        self.generation = 0  # ActivityService counts replace_client
+        self.ended_calls: list[tuple[str, Any, float]] = []  # call_ended: calls of children
 
     async def call(self, name: str, request: Any, **_retry: Any) -> Any:
         self.sent.append(request)
@@ -75,6 +77,9 @@ class FakeActivityService:
         if name == "RecordActivityTaskHeartbeat":
             return self.heartbeat_response
         return _RESPONSES[name]()
+
+    def call_ended(self, name: str, code: Any, seconds: float) -> None:
+        self.ended_calls.append((name, code, seconds))
 
     def requests(self, name: str) -> list[Any]:
         """Every request sent to the RPC ``name``."""

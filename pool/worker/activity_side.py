@@ -3,7 +3,7 @@
 Options ─▶ plan_activity_side (pure) ─▶ build_activity_side: the ProcessPool (given,
     or a new one from the plan's config) and the slots ─▶ ActivitySide (nothing started)
 start: DescribeNamespace (blob limit) ─▶ SharedStateManager ─▶ Dispatcher ─▶
-       ProcessPool.start ─▶ Poller
+       ProcessPool.start (with how children send large results themselves) ─▶ Poller
 run:   poller task + metrics sampler, until the poller ends or a part fails (fatal)
 shutdown: stop polling ─▶ ShutdownWorker RPC ─▶ drain (graceful, then cancel) ─▶
        heartbeats ─▶ (temporalio's worker, when local activities use the pool) ─▶ close
@@ -29,6 +29,8 @@ from temporalio.api.workflowservice.v1 import (
     ShutdownWorkerRequest,
 )
 from temporalio.worker import CustomSlotSupplier, SharedStateManager
+
+from runner.report import ReportSettings
 
 from .._config import PoolConfig
 from .._errors import PoolError, SharedStateLostError, WorkerConfigError
@@ -200,13 +202,8 @@ class ActivitySide:
         )
         blob_limit = await self._describe_namespace()
         self._dispatch_settings = replace(self._dispatch_settings, blob_size_limit=blob_limit)
-        sender = None
-        conversion = ChildConversion(None, {}, frozenset())
-        if self.pool is not None:
-            sender = await self._start_shared_state()
-            conversion = child_conversion(
-                self._client.data_converter, self.plan.definitions, self.plan.dynamic
-            )
+        sender, conversion = await self._children_inputs()
+        report = self._report_settings(conversion, blob_limit)
         self.dispatcher = Dispatcher(
             service=self.service,
             settings=self._dispatch_settings,
@@ -225,6 +222,7 @@ class ActivitySide:
             decode_headers=self._client.config()["header_codec_behavior"]
             == temporalio.client.HeaderCodecBehavior.CODEC,
             children_convert=conversion.types,
+            child_reports=self.service.generation if report is not None else None,
         )
         self.wire_observers()
         if self.pool is not None:
@@ -234,6 +232,7 @@ class ActivitySide:
                 converter=conversion.converter,
                 heartbeat_sender=sender,
                 on_fatal=self._fail_threadsafe,
+                report=report,
             )
         self.poller = Poller(
             service=self.service,
@@ -244,6 +243,33 @@ class ActivitySide:
             dispatch=self.dispatcher.start,
             metrics=self.metrics,
         )
+
+    async def _children_inputs(self) -> tuple[Any, ChildConversion]:
+        """The heartbeat sender (the shared state started) and what children convert."""
+        if self.pool is None:
+            return None, ChildConversion(None, {}, frozenset())
+        sender = await self._start_shared_state()
+        conversion = child_conversion(
+            self._client.data_converter, self.plan.definitions, self.plan.dynamic
+        )
+        return sender, conversion
+
+    def _report_settings(
+        self, conversion: ChildConversion, blob_limit: int | None
+    ) -> ReportSettings | None:
+        """How children send large results to the server themselves, or None where
+        they never may: no pool, turned off, an interceptor or a codec that must see
+        every result, or no activity whose result a child converts."""
+        assert self.service is not None
+        if self.pool is None or self.pool.config.child_reports_from is None:
+            return None
+        if self._interceptors or self._client.data_converter.payload_codec is not None:
+            return None
+        if not conversion.types:
+            return None
+        # Over the blob limit the parent fails the task (PayloadTooLarge), as stock does.
+        up_to = None if self._dispatch_settings.disable_payload_error_limit else blob_limit
+        return self.service.child_settings(self.pool.config.child_reports_from, up_to)
 
     async def _describe_namespace(self) -> int | None:
         assert self.service is not None

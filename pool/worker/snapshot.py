@@ -46,6 +46,8 @@ class WorkerSnapshot:
     # RecordActivityTaskHeartbeat calls sent, and how many of them failed.
     heartbeat_rpcs: int = 0
     heartbeat_errors: int = 0
+    # Completions that children sent to the server themselves (large results).
+    sent_by_children: int = 0
     # The process pool's state (None when this worker runs no process pool).
     pool: PoolSnapshot | None = None
 
@@ -77,6 +79,7 @@ def take_snapshot(side: ActivitySide | None, *, sample: bool) -> WorkerSnapshot:
         outcomes=dict(dispatcher.stats),
         heartbeat_rpcs=dispatcher.heartbeats.rpcs,
         heartbeat_errors=dispatcher.heartbeats.errors,
+        sent_by_children=dispatcher.sent_by_children,
         pool=pool_snapshot,
     )
 

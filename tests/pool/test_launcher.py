@@ -316,6 +316,17 @@ def test_the_rpc_compression_flag_reaches_the_pool_config() -> None:
     assert pool_config(args).rpc_compression == "gzip"
 
 
+@pytest.mark.unit
+def test_the_child_reports_flag_takes_a_size_or_off() -> None:
+    parser = build_parser()
+    default = pool_config(parser.parse_args(["run", APP, "-q", "q"]))
+    assert default.child_reports_from == 64 * 1024
+    args = parser.parse_args(["run", APP, "-q", "q", "--child-reports-from", "1M"])
+    assert pool_config(args).child_reports_from == 1 << 20
+    args = parser.parse_args(["run", APP, "-q", "q", "--child-reports-from", "off"])
+    assert pool_config(args).child_reports_from is None
+
+
 def test_malformed_flag_is_a_usage_error(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pool", "run", APP, "-q", "q", "--max-memory-per-child", "lots"],

@@ -20,6 +20,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 import pool
 from pool.activity.dispatch.codec import EncodedArgs
+from pool.activity.service import ActivityService
 from tests.helpers import workflow_id
 from tests.pool import _payload_activities as P
 
@@ -158,6 +159,83 @@ async def test_a_converter_that_cannot_reach_the_children_converts_in_the_worker
     assert int(stored.metadata[P.PID_KEY]) == os.getpid()
     warnings = [r for r in caplog.records if "cannot be sent to the child" in r.getMessage()]
     assert len(warnings) == 1
+
+
+# -- large results sent by the children themselves (runner.report) --------------------------
+
+
+async def _reverse_through(
+    client: temporalio.client.Client, task_queue: str, size: int, **config: Any
+) -> tuple[str, Payload, int]:
+    """``reverses`` on ``size`` characters: its result, the stored payload and how many
+    completions the children sent themselves."""
+    data = "".join(chr(ord("a") + i % 26) for i in range(size))
+    async with pool.Worker(
+        client,
+        task_queue=task_queue,
+        activities=ACTIVITIES,
+        workflows=[P.RunOne],
+        pool_config=pool.PoolConfig(processes=1, **config),
+    ) as worker:
+        handle = await client.start_workflow(
+            P.RunOne.run, args=["reverses", [data]], id=workflow_id(), task_queue=task_queue
+        )
+        result = await handle.result()
+        sent = worker.snapshot().sent_by_children
+    assert result == data[::-1]
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            return result, event.activity_task_completed_event_attributes.result.payloads[0], sent
+    raise AssertionError("no ActivityTaskCompleted event")
+
+
+async def test_a_large_result_is_sent_to_the_server_by_its_child(
+    client: temporalio.client.Client, task_queue: str
+) -> None:
+    pids = _client(client, P.PID_CONVERTER)
+    _, stored, sent = await _reverse_through(pids, task_queue, 200_000)
+    assert sent == 1
+    assert int(stored.metadata[P.PID_KEY]) != os.getpid()  # built in the child
+
+
+@pytest.mark.parametrize(
+    ("size", "config"),
+    [(1_000, {}), (200_000, {"child_reports_from": None})],
+    ids=["below-the-size", "turned-off"],
+)
+async def test_a_small_result_or_one_with_reports_off_goes_through_the_worker(
+    client: temporalio.client.Client, task_queue: str, size: int, config: dict[str, Any]
+) -> None:
+    _, _, sent = await _reverse_through(client, task_queue, size, **config)
+    assert sent == 0
+
+
+async def test_with_a_codec_the_worker_sends_the_result(
+    coded: temporalio.client.Client, task_queue: str
+) -> None:
+    _, stored, sent = await _reverse_through(coded, task_queue, 200_000)
+    assert sent == 0
+    assert int(stored.metadata[P.CODEC_KEY]) == os.getpid()  # the codec ran here
+
+
+async def test_a_child_that_cannot_reach_the_server_hands_its_result_back(
+    client: temporalio.client.Client,
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = ActivityService.child_settings
+
+    def unreachable(self: ActivityService, from_size: int, up_to: int | None) -> Any:
+        # Port 1 on loopback: nothing listens there, the call fails at once.
+        return dataclasses.replace(real(self, from_size, up_to), target="127.0.0.1:1")
+
+    monkeypatch.setattr(ActivityService, "child_settings", unreachable)
+    with caplog.at_level(logging.WARNING, logger="runner.report"):
+        _, _, sent = await _reverse_through(client, task_queue, 200_000)
+    assert sent == 0  # the worker sent it, and the workflow got the result
+    tried = [r for r in caplog.records if "could not send a completion" in r.getMessage()]
+    assert len(tried) == 1 and "127.0.0.1:1" in tried[0].getMessage()
 
 
 # -- EncodedArgs, without a server ---------------------------------------------------------

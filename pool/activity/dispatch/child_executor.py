@@ -2,7 +2,8 @@
 
     ExecuteActivityInput ─▶ RunTask (values, or payloads the child converts)
         ─▶ pool.run() ─▶ (pid, future) ─▶ TaskDone, or the child's death or kill
-        ─▶ the value (or EncodedResult), or the error the activity raised
+        ─▶ the value (or EncodedResult, or ChildReported when the child sent the result
+           to the server itself), or the error the activity raised
 
 The child's heartbeats arrive through the shared state manager while it runs
 (``on_heartbeat``); its newest details come back with the TaskDone too. A cancel goes
@@ -29,11 +30,12 @@ from pool._errors import ChildProcessDied
 from pool.supervisor import ChildKilled, ChildMemoryExceeded, TaskTransferError
 from pool.supervisor.scheduler import Reservation
 from runner import RunTask, TaskDone
+from runner.report import Reported
 
 from .codec import EncodedArgs, decode_child_failure
 from .task import CancelTargets, Task
 
-__all__ = ["ChildExecutor", "ChildPool", "EncodedResult"]
+__all__ = ["ChildExecutor", "ChildPool", "ChildReported", "EncodedResult"]
 
 
 class ChildPool(Protocol):
@@ -53,6 +55,13 @@ class EncodedResult(NamedTuple):
     seen where no interceptor wraps the chain: interceptors get the value itself."""
 
     data: bytes | memoryview  # memoryview: a large one, as it came from the child
+
+
+class ChildReported(NamedTuple):
+    """The child sent the completion itself (``RunTask.report``); the server's answer.
+    Like EncodedResult, only where no interceptor wraps the chain."""
+
+    reported: Reported
 
 
 class ChildExecutor:
@@ -138,6 +147,8 @@ class ChildExecutor:
             task.heartbeat_error = decode_child_failure(done.heartbeat_error, dc)
             raise task.heartbeat_error
         if done.outcome == "completed":
+            if done.reported is not None:
+                return ChildReported(done.reported)
             return EncodedResult(done.result) if done.result is not None else done.value
         if done.outcome == "complete_async":
             raise runner.context.CompleteAsyncError()
@@ -164,6 +175,7 @@ def _run_task(task: Task, args: Sequence[Any]) -> RunTask:
         encoded_args=encoded,
         encoded_heartbeat=task.encoded_heartbeat,
         encode_result=task.encode_result,
+        report=task.child_reports,
     )
 
 

@@ -90,6 +90,7 @@ class Dispatcher:
         decode_headers: bool = False,
         metrics: ActivityMetrics | None = None,
         children_convert: Collection[str] = (),
+        child_reports: int | None = None,
     ) -> None:
         self._service = service
         self._settings = settings
@@ -102,9 +103,9 @@ class Dispatcher:
         self._metric_meter = metric_meter
         self._interceptors = list(interceptors)
         # Activity types whose payloads the children convert (the parent applies only
-        # the codec): every registered sync type, unless the converter or the type's
-        # parameter types cannot be sent to a child.
+        # the codec); the service generation the children's report settings are for.
         self._children_convert = frozenset(children_convert)
+        self._child_reports = child_reports  # None: children send no results
         self._decode_headers = decode_headers
         # Per-activity-type concurrency limits: a semaphore per limited type.
         self._type_slots = {name: Slots(limit) for name, limit in (type_limits or {}).items()}
@@ -159,6 +160,11 @@ class Dispatcher:
     @property
     def outstanding(self) -> int:
         return len(self._running)
+
+    @property
+    def sent_by_children(self) -> int:
+        """Completions that children sent to the server themselves."""
+        return self._reporter.sent_by_children
 
     def running(self) -> list[RunningTask]:
         """Every task in flight: its token, activity type, child pid and state."""
@@ -324,6 +330,12 @@ class Dispatcher:
         except temporalio.exceptions.ApplicationError as error:
             return await from_verdict(task, decide(error), dc)
         task.encode_result = child_encodes
+        task.child_reports = (
+            child_encodes
+            and dc.payload_codec is None
+            and self._child_reports is not None
+            and self._child_reports == self._service.generation
+        )
         info = decode.build_info(resp, namespace, task_queue, details)
         task.info = info
         if self.on_schedule_to_start is not None:

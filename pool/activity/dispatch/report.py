@@ -2,11 +2,12 @@
 
 value ─▶ completed(): payloads (codec applied; without a codec a child's bytes as
          they came), or the failure for a result that does not convert or is over
-         the blob size limit
+         the blob size limit, or the server's answer to the child that sent it
 Verdict (outcome.decide) ─▶ from_verdict(): stock's log line, then the failure
          built with the task's converter
 Outcome ─▶ Reporter.report(): stats, heartbeat state evicted (flushed after a
          normal cancellation), metrics, Respond{Completed,Failed,Canceled} or nothing
+         (nothing either when a child sent the completion: its answer is counted)
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from pool.activity.heartbeats import HeartbeatManager
 from pool.activity.service import ActivityService, describe_rpc_error
 from pool.activity.wire import Spliced
 from pool.observe.sdk_metrics import ActivityMetrics
+from runner.report import Reported
 
-from .child_executor import EncodedResult
+from .child_executor import ChildReported, EncodedResult
 from .codec import encode_payloads
 from .outcome import LogLine, Report, Verdict, is_benign, oversize_error, result_conversion_error
 from .task import Task
@@ -49,6 +51,7 @@ logger = logging.getLogger("pool.dispatcher")
 
 # Core's cause for a failure the activity raised (nothing more specific applies).
 _UNHANDLED = ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_ACTIVITY_WORKER_UNHANDLED_FAILURE
+_COMPLETED = "RespondActivityTaskCompleted"
 
 
 @dataclass
@@ -59,6 +62,8 @@ class Outcome:
     # The result as a child serialised it, sent without parsing it (no codec applies).
     encoded_result: bytes | memoryview | None = None
     result_size: int | None = None  # bytes of the result, when known
+    # The child sent the completion itself: how the server answered it.
+    reported: Reported | None = None
     failure: Failure | None = None
     cause: ActivityTaskFailedCause.ValueType = (
         ActivityTaskFailedCause.ACTIVITY_TASK_FAILED_CAUSE_UNSPECIFIED
@@ -94,6 +99,8 @@ async def completed(
     disable_payload_error_limit: bool,
 ) -> Outcome:
     """The activity's return value as result payloads, or the failure reporting why not."""
+    if isinstance(value, ChildReported):  # sent, and only ever with nothing to apply
+        return Outcome(Report.COMPLETED, "completed", reported=value.reported)
     encoded: bytes | memoryview | None = None
     result: Payloads | None = None
     try:
@@ -216,6 +223,7 @@ class Reporter:
         self._heartbeats = heartbeats
         self._metrics = metrics
         self._stats = stats
+        self.sent_by_children = 0  # completions a child sent to the server itself
 
     async def report(self, task: Task, outcome: Outcome) -> None:
         self._stats[(task.activity_type, outcome.label or outcome.report.value)] += 1
@@ -242,16 +250,40 @@ class Reporter:
                 cause=outcome.cause,
                 benign=is_benign(outcome.failure),
             )
+        if outcome.reported is not None:
+            self._reported_by_child(task, outcome.reported)
+            return
         name, request = request_for(outcome, task.token, self._service, encoded_last)
         response = await self._send(task, name, request, outcome.result_size)
         if response is None:
             return
         if name == "RespondActivityTaskFailed" and response.failures:
             logger.warning("The server rejected parts of a failure report: %s", response.failures)
-        if name == "RespondActivityTaskCompleted" and self._metrics is not None:
-            scheduled = task.info.scheduled_time if task.info is not None else None
-            if scheduled is not None:
-                self._metrics.task_succeeded(task.activity_type, task.workflow_type, scheduled)
+        if name == _COMPLETED:
+            self._succeeded(task)
+
+    def _reported_by_child(self, task: Task, reported: Reported) -> None:
+        """A child sent the completion: count its call as ours, and its end as ours."""
+        self.sent_by_children += 1
+        code = grpc.StatusCode[reported.code]
+        self._service.call_ended(_COMPLETED, code, reported.seconds)
+        if code is grpc.StatusCode.NOT_FOUND:
+            self._not_found(task, _COMPLETED)
+        else:
+            self._succeeded(task)
+
+    def _succeeded(self, task: Task) -> None:
+        scheduled = task.info.scheduled_time if task.info is not None else None
+        if self._metrics is not None and scheduled is not None:
+            self._metrics.task_succeeded(task.activity_type, task.workflow_type, scheduled)
+
+    def _not_found(self, task: Task, name: str) -> None:
+        logger.debug(
+            "%s for %s: already resolved or timed out",
+            name,
+            task.activity_type,
+            extra=log_context(task),
+        )
 
     async def _send(self, task: Task, name: str, request: Any, size: int | None) -> Any:
         """The RPC's response, or None when it failed (logged: NOT_FOUND at DEBUG)."""
@@ -259,12 +291,7 @@ class Reporter:
             return await self._service.call(name, request, give_up_at=task.give_up_at, size=size)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
-                logger.debug(
-                    "%s for %s: already resolved or timed out",
-                    name,
-                    task.activity_type,
-                    extra=log_context(task),
-                )
+                self._not_found(task, name)
                 return None
             logger.error(
                 "%s for %s failed: %s",

@@ -135,6 +135,8 @@ class Task:
     # (codec applied in reverse), and whether the child returns the result as payloads.
     encoded_heartbeat: bytes | None = None
     encode_result: bool = False
+    # Whether the child may send a large result to the server itself (runner.report).
+    child_reports: bool = False
     # The poll response's input as it came (service.Polled), until the args are decoded.
     input_bytes: bytes | memoryview | None = None
     child_end: str = ""  # killed / crashed: how a child's end is counted

@@ -21,6 +21,7 @@ import pytest
 import temporalio.activity
 import temporalio.converter
 import temporalio.exceptions
+import temporalio.worker
 from temporalio.api.common.v1 import Payloads
 from temporalio.api.enums.v1 import ActivityTaskFailedCause
 from temporalio.api.workflowservice.v1 import PollActivityTaskQueueResponse
@@ -35,6 +36,7 @@ from pool.testing.fakes import (
     encoded_failure,
 )
 from runner import RunTask, TaskDone
+from runner.report import Reported
 from tests.pool._codec import ReversingCodec
 
 pytestmark = pytest.mark.unit
@@ -83,6 +85,8 @@ class Harness:
         blob_size_limit: int | None = None,
         type_limits: dict[str, int] | None = None,
         children_convert: Sequence[str] = (),
+        child_reports: int | None = None,
+        interceptors: Sequence[temporalio.worker.Interceptor] = (),
     ) -> None:
         self.service = FakeActivityService()
         self.pool = pool if pool is not None else FakeProcessPool()
@@ -104,6 +108,8 @@ class Harness:
             metric_meter=None,
             type_limits=type_limits,
             children_convert=children_convert,
+            child_reports=child_reports,
+            interceptors=interceptors,
         )
 
     def start(
@@ -366,6 +372,66 @@ async def test_a_child_gets_the_arguments_bytes_as_the_poll_brought_them(codec):
     else:  # the codec made new payloads: those are what the child decodes
         assert encoded is not h.inputs[0]
         assert Payloads.FromString(bytes(encoded)).payloads[0].metadata["encoding"] == b"json/plain"
+
+
+def _reports(code: str | None) -> Callable[[RunTask], TaskDone]:
+    """A child that sends its result itself when allowed (the server answering
+    ``code``; None: it could not send), else hands it back."""
+
+    def respond(task: RunTask) -> TaskDone:
+        result = Payloads(payloads=DEFAULT.payload_converter.to_payloads([7])).SerializeToString()
+        if task.report and code is not None:
+            return TaskDone(task.task_id, "completed", reported=Reported(code, 0.25))
+        return TaskDone(task.task_id, "completed", result=result if task.encode_result else None)
+
+    return respond
+
+
+@pytest.mark.parametrize("code", ["OK", "NOT_FOUND"])
+async def test_a_result_the_child_sent_itself_is_not_sent_again_and_its_call_is_counted(code):
+    h = Harness(FakeProcessPool(_reports(code)), children_convert=["crunch"], child_reports=0)
+    h.start("crunch", 4)
+    await h.idle()
+    assert [task.report for task in h.pool.ran] == [True]
+    assert h.service.reports() == []  # the server has it from the child
+    assert h.service.ended_calls == [("RespondActivityTaskCompleted", grpc.StatusCode[code], 0.25)]
+    assert h.dispatcher.sent_by_children == 1
+    assert h.dispatcher.stats[("crunch", "completed")] == 1
+    assert len(h.released) == 1
+
+
+async def test_a_result_the_child_could_not_send_is_sent_by_the_parent():
+    h = Harness(FakeProcessPool(_reports(None)), children_convert=["crunch"], child_reports=0)
+    h.start("crunch", 4)
+    await h.idle()
+    name, request = h.only_report()
+    assert name == "RespondActivityTaskCompleted" and _value(request.result) == 7
+    assert h.dispatcher.sent_by_children == 0 and h.service.ended_calls == []
+
+
+class _PassesThrough(temporalio.worker.Interceptor):
+    pass  # the base class's intercept_activity: the chain has one more step
+
+
+@pytest.mark.parametrize(
+    "case", ["off", "codec", "client-replaced", "interceptor", "parent-converts"]
+)
+async def test_a_child_is_let_send_only_what_nothing_in_the_parent_must_see(case):
+    codec = ReversingCodec() if case == "codec" else None
+    h = Harness(
+        FakeProcessPool(_reports("OK")),
+        dc=temporalio.converter.DataConverter(payload_codec=codec),
+        children_convert=[] if case == "parent-converts" else ["crunch"],
+        child_reports=None if case == "off" else 0,
+        interceptors=[_PassesThrough()] if case == "interceptor" else [],
+    )
+    if case == "client-replaced":
+        h.service.generation = 1  # the children's settings are for the old client
+    h.start("crunch", 4)
+    await h.idle()
+    assert [task.report for task in h.pool.ran] == [False]
+    assert h.service.reports() == ["RespondActivityTaskCompleted"]
+    assert h.dispatcher.sent_by_children == 0
 
 
 async def test_a_result_the_child_encoded_gets_the_codec_in_the_parent():
