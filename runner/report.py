@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import grpc
 from temporalio.api.workflowservice.v1 import RespondActivityTaskCompletedRequest
 
-__all__ = ["ChildReporter", "ReportSettings", "Reported", "field_head"]
+__all__ = ["ChildReporter", "Connection", "ReportSettings", "Reported", "field_head"]
 
 logger = logging.getLogger("runner.report")
 
@@ -49,9 +49,9 @@ def field_head(number: int, length: int) -> bytes:
 
 
 @dataclass(frozen=True)
-class ReportSettings:
-    """How a child reaches the frontend the way the parent's activity channel does,
-    and which results it sends. Picklable: it crosses in the ChildSpec."""
+class Connection:
+    """How the worker reaches the frontend: its activity channel's (pool.activity.service)
+    and each child's own. Picklable."""
 
     target: str
     # (root CA, client private key, client certificate chain) for TLS; None: plaintext.
@@ -60,6 +60,14 @@ class ReportSettings:
     metadata: tuple[tuple[str, str | bytes], ...]
     namespace: str
     identity: str
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The worker's connection, and which results a child sends over it itself. It
+    crosses in the ChildSpec."""
+
+    connection: Connection
     from_size: int  # a result of fewer bytes goes back to the parent (it costs it little)
     up_to: int | None  # a larger one too: the parent fails it (the server's blob limit)
     gzip_up_to: int  # a request of at most this many bytes is gzipped (-1: none is)
@@ -87,7 +95,7 @@ class ChildReporter:
 
     def _method(self) -> Any:
         if self._send is None:
-            s = self.settings
+            s = self.settings.connection
             if s.tls is None:
                 channel = grpc.insecure_channel(s.target, options=list(s.options))
             else:
@@ -104,7 +112,7 @@ class ChildReporter:
         None when the parent must send it. Never raises."""
         s = self.settings
         head = RespondActivityTaskCompletedRequest(
-            namespace=s.namespace, task_token=token, identity=s.identity
+            namespace=s.connection.namespace, task_token=token, identity=s.connection.identity
         ).SerializeToString()
         request = b"".join((head, field_head(_RESULT, len(result)), result))
         gzip = len(request) <= s.gzip_up_to
@@ -113,7 +121,7 @@ class ChildReporter:
             self._method()(
                 request,
                 timeout=s.timeout,
-                metadata=s.metadata,
+                metadata=s.connection.metadata,
                 compression=grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
             )
         except grpc.RpcError as err:
@@ -133,6 +141,6 @@ class ChildReporter:
         logger.log(
             level,
             "A child could not send a completion to %s (%s); the worker sends it instead",
-            self.settings.target,
+            self.settings.connection.target,
             why,
         )

@@ -27,7 +27,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import grpc
@@ -41,7 +40,7 @@ from temporalio.api.workflowservice.v1 import (
     WorkflowServiceStub,
 )
 
-from runner.report import ReportSettings
+from runner.report import Connection, ReportSettings
 
 from .retry import NORMAL_BACKOFF, Backoff, RandomSource, call_retry_delay, poll_retry
 from .wire import field_bytes
@@ -140,18 +139,7 @@ def _serialize(request: Any) -> bytes:
     return request.SerializeToString()  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class _Settings:
-    target: str
-    # (root CA, client key, client certificate chain) for TLS; None: plaintext.
-    tls: tuple[bytes | None, bytes | None, bytes | None] | None
-    options: tuple[tuple[str, Any], ...]
-    metadata: tuple[tuple[str, str | bytes], ...]
-    namespace: str
-    identity: str
-
-
-def channel_settings(client: temporalio.client.Client, identity: str | None = None) -> _Settings:
+def channel_settings(client: temporalio.client.Client, identity: str | None = None) -> Connection:
     """Everything needed to open our own channel the way the client connects."""
     config: temporalio.service.ConnectConfig = client.service_client.config
     target = config.target_host
@@ -180,7 +168,7 @@ def channel_settings(client: temporalio.client.Client, identity: str | None = No
         metadata.append((key.lower(), value))
     if api_key:
         metadata.append(("authorization", f"Bearer {api_key}"))
-    return _Settings(
+    return Connection(
         target=target,
         tls=material,
         options=tuple(options),
@@ -215,7 +203,7 @@ class ActivityService:
         self.generation = 0
 
     @staticmethod
-    def _open(settings: _Settings) -> grpc.aio.Channel:
+    def _open(settings: Connection) -> grpc.aio.Channel:
         if settings.tls is None:
             return grpc.aio.insecure_channel(settings.target, options=settings.options)
         credentials = grpc.ssl_channel_credentials(*settings.tls)
@@ -225,20 +213,8 @@ class ActivityService:
         """How a child reaches the frontend as this service does (target, TLS, API key,
         metadata, identity, the compression rule), for the results of ``from_size`` to
         ``up_to`` bytes (None: no upper bound) that children send themselves."""
-        s = self._settings
         gzip_up_to = {"gzip": MAX_MESSAGE, "none": -1}.get(self.compression, COMPRESS_UP_TO)
-        return ReportSettings(
-            target=s.target,
-            tls=s.tls,
-            options=s.options,
-            metadata=s.metadata,
-            namespace=s.namespace,
-            identity=s.identity,
-            from_size=from_size,
-            up_to=up_to,
-            gzip_up_to=gzip_up_to,
-            timeout=CALL_DEADLINE,
-        )
+        return ReportSettings(self._settings, from_size, up_to, gzip_up_to, CALL_DEADLINE)
 
     def call_ended(self, name: str, code: grpc.StatusCode, seconds: float) -> None:
         """A call a child made for this worker ended: counted as our own calls are."""

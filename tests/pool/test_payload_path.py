@@ -228,7 +228,9 @@ async def test_a_child_that_cannot_reach_the_server_hands_its_result_back(
 
     def unreachable(self: ActivityService, from_size: int, up_to: int | None) -> Any:
         # Port 1 on loopback: nothing listens there, the call fails at once.
-        return dataclasses.replace(real(self, from_size, up_to), target="127.0.0.1:1")
+        settings = real(self, from_size, up_to)
+        connection = dataclasses.replace(settings.connection, target="127.0.0.1:1")
+        return dataclasses.replace(settings, connection=connection)
 
     monkeypatch.setattr(ActivityService, "child_settings", unreachable)
     with caplog.at_level(logging.WARNING, logger="runner.report"):

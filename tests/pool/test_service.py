@@ -75,15 +75,15 @@ async def test_children_compress_as_the_parent_would(mode) -> None:
         for size in (100, COMPRESS_UP_TO, COMPRESS_UP_TO + 1, 1 << 20):
             parent = call_compression(mode, "RespondActivityTaskCompleted", lambda s=size: s)
             assert (size <= child.gzip_up_to) == (parent is grpc.Compression.Gzip), size
-        assert child.tls == (None, None, None)
-        assert ("authorization", "Bearer k3y") in child.metadata
-        assert (child.identity, child.namespace) == ("worker-1", "ns1")
+        assert child.connection.tls == (None, None, None)
+        assert ("authorization", "Bearer k3y") in child.connection.metadata
+        assert (child.connection.identity, child.connection.namespace) == ("worker-1", "ns1")
         assert child.wants(64 * 1024) and child.wants(4 << 20)
         assert not child.wants(64 * 1024 - 1) and not child.wants((4 << 20) + 1)
         assert service.generation == 0
         service.replace_client(_client(None, None))
         assert service.generation == 1
-        assert service.child_settings(1, None).tls is None
+        assert service.child_settings(1, None).connection.tls is None
     finally:
         await service.close()
 

@@ -18,7 +18,7 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.converter import DataConverter
 
-from runner.report import ChildReporter, Reported, ReportSettings, field_head
+from runner.report import ChildReporter, Connection, Reported, ReportSettings, field_head
 
 
 class Frontend:
@@ -59,7 +59,7 @@ def frontend() -> Iterator[Frontend]:
         server.server.stop(grace=None).wait()
 
 
-def _settings(port: int, **kw: Any) -> ReportSettings:
+def _settings(port: int, timeout: float = 10.0, **connection: Any) -> ReportSettings:
     values: dict[str, Any] = {
         "target": f"127.0.0.1:{port}",
         "tls": None,
@@ -67,12 +67,14 @@ def _settings(port: int, **kw: Any) -> ReportSettings:
         "metadata": (("temporal-namespace", "ns1"), ("authorization", "Bearer k3y")),
         "namespace": "ns1",
         "identity": "worker-1",
-        "from_size": 1,
-        "up_to": None,
-        "gzip_up_to": 32 * 1024,
-        "timeout": 10.0,
     }
-    return ReportSettings(**{**values, **kw})
+    return ReportSettings(
+        Connection(**{**values, **connection}),
+        from_size=1,
+        up_to=None,
+        gzip_up_to=32 * 1024,
+        timeout=timeout,
+    )
 
 
 def _result(text: str) -> bytes:
